@@ -1,0 +1,890 @@
+"""Load clinic exports (CSV, XLSX, Parquet) into the canonical tables, losing nothing.
+
+Every data row read is either loaded or rejected with its file, the row number a
+person sees (line number in a CSV, Excel row number in a workbook, record number
+in Parquet), the field, the raw value and the reason: `rows_read ==
+rows_loaded + rows_rejected` always. Implausible but usable values are kept
+unchanged and reported as warnings. Input files are only ever read.
+
+Speed: a CSV is read once by pyarrow with every column as text, then each
+column is converted by a strict vectorised cast; only a column whose cast fails
+takes the slower path that finds the offending cells.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from outcomes import schema
+from outcomes.progress import Progress
+
+
+class LoadError(Exception):
+    """The input cannot be used at all; the message is one sentence for the user."""
+
+
+TRUE_WORDS = {"true", "yes", "y", "1", "x", "ja", "j", "evet", "oui", "si", "sí", "wahr"}
+FALSE_WORDS = {"false", "no", "n", "0", "nein", "hayır", "hayir", "non", "falsch"}
+#: Spellings of "not recorded" in typed (number, yes/no, date) columns.
+MISSING_WORDS = {"", "na", "n/a", "nan", "null", "-", "–", "—", "?", "not recorded"}
+UNITS = {"mJ": 1, "J": 1000}
+DATE_SHAPE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$")
+ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+REJECTION_COLUMNS = ["file", "row", "field", "value", "reason"]
+WARNING_COLUMNS = ["file", "row", "field", "value", "kind", "message"]
+FILE_TYPES = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".xlsx": "xlsx", ".xlsm": "xlsx",
+              ".parquet": "parquet", ".pq": "parquet"}
+
+
+# ---------------------------------------------------------------------------------------------
+# mapping files
+
+
+@dataclass
+class Mapping:
+    """How one export maps onto a canonical table (the mapping file of the design)."""
+
+    table: str | None = None
+    sheet: str | None = None
+    delimiter: str | None = None
+    decimal: str = "."
+    encoding: str = "utf-8"
+    date_format: str | None = None
+    header_row: int = 1
+    columns: dict[str, str] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    true_values: list[str] = field(default_factory=list)
+    false_values: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+
+def read_mapping(path: str | Path) -> Mapping:
+    """Read and check a mapping file; any mistake is a LoadError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise LoadError(f"mapping file {path} does not exist")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise LoadError(f"mapping file {path} is not valid TOML: {exc}") from None
+    where = f"mapping file {path.name}"
+    unknown = set(doc) - {"source", "columns", "units", "values"}
+    if unknown:
+        raise LoadError(f"{where} has an unknown section [{min(unknown)}]")
+    src = doc.get("source", {})
+    known_src = {"table", "sheet", "delimiter", "decimal", "encoding", "date_format", "header_row"}
+    if set(src) - known_src:
+        raise LoadError(f"{where}: unknown [source] key '{min(set(src) - known_src)}'")
+    m = Mapping(path=path)
+    m.table = src.get("table")
+    if m.table not in (None, "sessions", "outcomes"):
+        raise LoadError(f"{where}: table must be \"sessions\" or \"outcomes\", not {m.table!r}")
+    m.sheet = src.get("sheet")
+    m.delimiter = src.get("delimiter")
+    if m.delimiter is not None and len(m.delimiter) != 1:
+        raise LoadError(f"{where}: delimiter must be one character, not {m.delimiter!r}")
+    m.decimal = src.get("decimal", ".")
+    if m.decimal not in (".", ","):
+        raise LoadError(f"{where}: decimal must be \".\" or \",\", not {m.decimal!r}")
+    m.encoding = src.get("encoding", "utf-8")
+    try:
+        "".encode(m.encoding)
+    except LookupError:
+        raise LoadError(f"{where}: unknown encoding {m.encoding!r}") from None
+    m.date_format = src.get("date_format")
+    if m.date_format is not None and "%" not in str(m.date_format):
+        raise LoadError(f"{where}: date_format {m.date_format!r} has no % codes (e.g. %d.%m.%Y)")
+    m.header_row = src.get("header_row", 1)
+    if not isinstance(m.header_row, int) or m.header_row < 1:
+        raise LoadError(f"{where}: header_row must be a whole number from 1")
+    m.columns = {str(k): str(v) for k, v in doc.get("columns", {}).items()}
+    m.units = {str(k): str(v) for k, v in doc.get("units", {}).items()}
+    for fname, unit in m.units.items():
+        if unit not in UNITS:
+            raise LoadError(f"{where}: unit {unit!r} for {fname} is not one of {', '.join(UNITS)}")
+        if not fname.endswith("_mj"):
+            raise LoadError(f"{where}: [units] only applies to energy fields, not {fname}")
+    values = doc.get("values", {})
+    if set(values) - {"true", "false"}:
+        raise LoadError(f"{where}: [values] takes only true and false lists")
+    m.true_values = [str(v) for v in values.get("true", [])]
+    m.false_values = [str(v) for v in values.get("false", [])]
+    clash = {v.strip().lower() for v in m.true_values} & {v.strip().lower() for v in m.false_values}
+    if clash:
+        raise LoadError(f"{where}: {min(clash)!r} is listed as both true and false")
+    return m
+
+
+def mapping_beside(path: str | Path) -> Path | None:
+    """The mapping file that sits beside an export (`sessions.mapping.toml`), if any."""
+    path = Path(path)
+    candidate = path.with_name(path.name.split(".")[0] + ".mapping.toml")
+    return candidate if candidate.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# raw readers: each returns (raw DataFrame of the export's own columns, row numbers, line keys)
+
+
+def _sniff_delimiter(sample: str) -> str:
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        first = sample.splitlines()[0] if sample else ""
+        counts = {d: first.count(d) for d in ",;\t|"}
+        return max(counts, key=counts.get) if max(counts.values()) else ","
+
+
+def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pd.Series | None]:
+    data = path.read_bytes()
+    enc = m.encoding.lower().replace("_", "-")
+    if enc in ("utf-8", "utf8") and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        head = data[:65536].decode(m.encoding, errors="strict" if len(data) <= 65536 else "ignore")
+    except UnicodeDecodeError:
+        raise LoadError(f"{path.name} is not readable as {m.encoding}; "
+                        "set encoding in the mapping file") from None
+    lines = head.splitlines()
+    if len(lines) < m.header_row:
+        raise LoadError(f"{path.name} has no header on row {m.header_row}")
+    body = "\n".join(lines[m.header_row - 1:m.header_row + 50])
+    delim = m.delimiter or _sniff_delimiter(body)
+    header = next(csv.reader([lines[m.header_row - 1]], delimiter=delim))
+    _check_headers(header, path)
+    read_opts = pacsv.ReadOptions(skip_rows=m.header_row - 1, encoding=m.encoding,
+                                  block_size=1 << 24)
+    parse_opts = pacsv.ParseOptions(delimiter=delim, newlines_in_values=True)
+    conv = pacsv.ConvertOptions(column_types={h: pa.string() for h in header},
+                                strings_can_be_null=True, null_values=[""],
+                                quoted_strings_can_be_null=True)
+    try:
+        table = pacsv.read_csv(io.BytesIO(data), read_opts, parse_opts, conv)
+    except pa.ArrowInvalid as exc:
+        raise LoadError(f"{path.name} is not a readable CSV file: {str(exc).splitlines()[0]}") \
+            from None
+    n = table.num_rows
+    # Row numbers as a person sees them: line numbers. Fast when every record is one line.
+    newlines = data.count(b"\n")
+    ends_open = not data.endswith(b"\n")
+    if m.encoding.lower().startswith("utf-16"):
+        rows, keys = _csv_line_numbers(data, m, delim), None
+    elif newlines + ends_open == m.header_row + n:
+        rows = np.arange(m.header_row + 1, m.header_row + 1 + n, dtype=np.int64)
+        # one line per record: the raw line text is the exact-duplicate key
+        keys = pd.Series(data.split(b"\n")[m.header_row:m.header_row + n])
+    else:
+        rows, keys = _csv_line_numbers(data, m, delim), None
+    frame = table.to_pandas()
+    return frame, rows, keys
+
+
+def _csv_line_numbers(data: bytes, m: Mapping, delim: str) -> np.ndarray:
+    """Start line of each record, for files with blank lines or line breaks inside quotes."""
+    text = io.StringIO(data.decode(m.encoding, errors="replace"), newline="")
+    reader = csv.reader(text, delimiter=delim)
+    rows: list[int] = []
+    start = 1
+    for i, rec in enumerate(reader):
+        line_no = start
+        start = reader.line_num + 1
+        if i < m.header_row - 1 + 1:  # rows up to and including the header
+            continue
+        if rec and any(cell != "" for cell in rec):
+            rows.append(line_no)
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _check_headers(header: list[Any], path: Path) -> None:
+    names = [str(h).strip() for h in header]
+    seen: set[str] = set()
+    for h in names:
+        if h and h in seen:
+            raise LoadError(f"{path.name} has the column {h!r} twice; rename one of them")
+        seen.add(h)
+
+
+def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
+    from python_calamine import CalamineError, CalamineWorkbook
+
+    try:
+        wb = CalamineWorkbook.from_path(str(path))
+    except (CalamineError, OSError, ValueError) as exc:
+        raise LoadError(f"{path.name} is not a readable Excel workbook ({exc})") from None
+    try:
+        sheet = wb.get_sheet_by_name(m.sheet) if m.sheet else wb.get_sheet_by_index(0)
+    except (CalamineError, IndexError):
+        raise LoadError(f"{path.name} has no sheet named {m.sheet!r} "
+                        f"(sheets: {', '.join(wb.sheet_names)})") from None
+    cells = sheet.to_python(skip_empty_area=False)
+    if len(cells) < m.header_row:
+        raise LoadError(f"{path.name} has no header on row {m.header_row} of sheet "
+                        f"{m.sheet or wb.sheet_names[0]!r}")
+    header = [("" if h is None else str(h)).strip() for h in cells[m.header_row - 1]]
+    while header and header[-1] == "":
+        header.pop()
+    _check_headers(header, path)
+    body = cells[m.header_row:]
+    width = len(header)
+    keep = [i for i, r in enumerate(body) if any(v not in (None, "") for v in r[:width])]
+    rows = np.asarray(keep, dtype=np.int64) + m.header_row + 1
+    data = [body[i][:width] for i in keep]
+    cols = {h or f"column_{j + 1}": pd.Series([r[j] if j < len(r) else None for r in data],
+                                             dtype=object)
+            for j, h in enumerate(header)}
+    frame = pd.DataFrame(cols)
+    frame = frame.map(lambda v: None if v == "" else v) if len(frame) else frame
+    return frame, rows, None
+
+
+def _read_parquet(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
+    try:
+        frame = pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise LoadError(f"{path.name} is not a readable Parquet file ({exc})") from None
+    frame = frame.reset_index(drop=True)
+    return frame, np.arange(1, len(frame) + 1, dtype=np.int64), None
+
+
+# ---------------------------------------------------------------------------------------------
+# column parsers: each returns (values, bad mask, reason for the bad cells)
+
+
+def _is_str(s: pd.Series) -> bool:
+    """A real string column (not object, which pandas also calls a string dtype)."""
+    return isinstance(s.dtype, pd.StringDtype)
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    """Values as stripped text, missing as NA; numbers from Excel written without '.0'."""
+    if _is_str(s):
+        out = s.str.strip()
+    else:
+        def text(v: Any) -> Any:
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                return None
+            if isinstance(v, float) and v.is_integer():
+                return str(int(v))
+            if isinstance(v, pd.Timestamp | np.datetime64):
+                return pd.Timestamp(v).isoformat()
+            if hasattr(v, "isoformat"):
+                return v.isoformat()
+            return str(v).strip()
+        out = s.map(text).astype("string")
+    out = out.astype("string")
+    return out.mask(out == "")
+
+
+def _missing(text: pd.Series) -> np.ndarray:
+    low = text.str.lower()
+    return (text.isna() | low.isin(MISSING_WORDS)).to_numpy(dtype=bool, na_value=True)
+
+
+def parse_string(s: pd.Series) -> tuple[pd.Series, np.ndarray, str]:
+    """Text field: stripped, empty is missing. Never bad."""
+    return _as_text(s), np.zeros(len(s), dtype=bool), ""
+
+
+def parse_float(s: pd.Series, decimal: str = ".", factor: float = 1) -> tuple[pd.Series, np.ndarray, str]:
+    """Number field: strict parse (decimal point or comma), unit factor applied without noise."""
+    values: np.ndarray
+    bad = np.zeros(len(s), dtype=bool)
+    if pd.api.types.is_bool_dtype(s.dtype):
+        values = np.full(len(s), np.nan)
+        bad = s.notna().to_numpy()
+    elif pd.api.types.is_numeric_dtype(s.dtype):
+        values = s.astype("float64").to_numpy(na_value=np.nan)
+    else:
+        values = None  # type: ignore[assignment]
+        if _is_str(s) and decimal == ".":
+            try:  # fast path: a clean column casts in one go
+                values = pc.cast(pa.array(s), pa.float64()).to_numpy(zero_copy_only=False)
+                if not np.isfinite(values[~np.isnan(values)]).all() or np.isnan(values).sum() != s.isna().sum():
+                    values = None
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+                values = None
+        if values is None:
+            values, bad = _parse_float_slow(s, decimal)
+    if factor != 1:
+        values = np.round(values * factor, 9)
+    return pd.Series(values, index=s.index, dtype="Float64"), bad, "not a number"
+
+
+def _parse_float_slow(s: pd.Series, decimal: str) -> tuple[np.ndarray, np.ndarray]:
+    out = np.full(len(s), np.nan)
+    bad = np.zeros(len(s), dtype=bool)
+    if s.dtype == object:
+        isnum = s.map(lambda v: isinstance(v, int | float | np.number) and not isinstance(v, bool))
+        isnum = isnum.to_numpy(dtype=bool)
+        out[isnum] = s[isnum].astype("float64").to_numpy()
+        isbool = s.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+        bad |= isbool
+        rest = ~isnum & ~isbool
+    else:
+        rest = np.ones(len(s), dtype=bool)
+    text = _as_text(s[rest])
+    missing = _missing(text)
+    t = text.str.replace(" ", "", regex=False)
+    if decimal == ",":
+        has_point = t.str.contains(".", regex=False).to_numpy(dtype=bool, na_value=False)
+        t = t.str.replace(",", ".", regex=False)
+    else:
+        has_point = t.str.contains(",", regex=False).to_numpy(dtype=bool, na_value=False)
+    num = pd.to_numeric(t.mask(missing | has_point), errors="coerce").astype("float64")
+    num = num.to_numpy(na_value=np.nan, copy=True)
+    num[~np.isfinite(num)] = np.nan
+    out[rest] = num
+    bad[rest] = ~missing & np.isnan(num)
+    return out, bad
+
+
+def parse_int(s: pd.Series, decimal: str = ".") -> tuple[pd.Series, np.ndarray, str]:
+    """Whole-number field: a number with a fraction is bad, not rounded."""
+    values, bad, _ = parse_float(s, decimal)
+    v = values.to_numpy(dtype="float64", na_value=np.nan)
+    frac = ~np.isnan(v) & (v != np.round(v))
+    v[frac] = np.nan
+    out = pd.array(np.where(np.isnan(v), 0, v).astype("int64"), dtype="Int64")
+    out[np.isnan(v)] = pd.NA
+    reason = "not a whole number" if frac.any() else "not a number"
+    return pd.Series(out, index=s.index), bad | frac, reason
+
+
+def parse_bool(s: pd.Series, true_words: set[str], false_words: set[str]) -> tuple[pd.Series, np.ndarray, str]:
+    """Yes/no field: spellings case- and space-insensitive; blank is missing unless mapped."""
+    reason = "not a yes/no value"
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.astype("boolean"), np.zeros(len(s), dtype=bool), reason
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        v = s.astype("float64")
+        out = pd.Series(pd.array([pd.NA] * len(s), dtype="boolean"), index=s.index)
+        out[v == 1] = True
+        out[v == 0] = False
+        bad = (v.notna() & ~v.isin([0, 1])).to_numpy()
+        return out, bad, reason
+    if s.dtype == object:
+        s = s.map(lambda v: ("true" if v else "false") if isinstance(v, bool | np.bool_) else v)
+    text = _as_text(s)
+    low = text.str.lower().fillna("")
+    is_true = low.isin(true_words).to_numpy(dtype=bool)
+    is_false = low.isin(false_words).to_numpy(dtype=bool)
+    missing = ~is_true & ~is_false & _missing(text)
+    out = pd.array(np.where(is_true, True, False), dtype="boolean")
+    out[~is_true & ~is_false] = pd.NA
+    return pd.Series(out, index=s.index), ~is_true & ~is_false & ~missing, reason
+
+
+def _format_shape(fmt: str) -> re.Pattern[str]:
+    """A regex for the shape of a strptime format, to tell 'impossible' from 'wrong form'."""
+    codes = {"%d": r"\d{1,2}", "%m": r"\d{1,2}", "%Y": r"\d{4}", "%y": r"\d{2}",
+             "%H": r"\d{1,2}", "%M": r"\d{1,2}", "%S": r"\d{1,2}"}
+    out = ""
+    i = 0
+    while i < len(fmt):
+        code = fmt[i:i + 2]
+        if code in codes:
+            out += codes[code]
+            i += 2
+        else:
+            out += re.escape(fmt[i])
+            i += 1
+    return re.compile(f"^{out}$")
+
+
+def parse_date(s: pd.Series, date_format: str | None = None,
+               excel_serials: bool = False) -> tuple[pd.Series, np.ndarray, pd.Series | str]:
+    """Date field: ISO always, another form only with date_format; impossible dates are bad."""
+    n = len(s)
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[s]")
+    bad = np.zeros(n, dtype=bool)
+    form = "YYYY-MM-DD" if date_format is None else f"YYYY-MM-DD or {date_format}"
+    reasons = pd.Series("", index=s.index, dtype=object)
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        v = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
+        return v.dt.floor("D").astype("datetime64[s]"), bad, ""
+    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        s = s.astype(object)
+    if _is_str(s) and date_format is None:
+        try:  # fast path: a clean ISO column casts in one go (arrow's cast rejects 2025-02-31)
+            arr = pc.cast(pa.array(s), pa.date32())
+            return pd.Series(arr.to_pandas(), index=s.index).astype("datetime64[s]"), bad, ""
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+            pass
+    rest = np.ones(n, dtype=bool)
+    if s.dtype == object:
+        kinds = s.map(lambda v: "d" if hasattr(v, "year") else
+                      ("n" if isinstance(v, int | float) and not isinstance(v, bool) else "t"))
+        isdate = (kinds == "d").to_numpy()
+        if isdate.any():
+            out[isdate] = pd.to_datetime(s[isdate].map(pd.Timestamp)).dt.floor("D")
+        isnum = (kinds == "n").to_numpy() & s.notna().to_numpy()
+        if isnum.any():
+            if excel_serials:  # Excel stores dates as days since 1899-12-30
+                days = np.floor(s[isnum].astype("float64"))
+                ok = (days > 0) & (days < 2958466)
+                out[isnum & _expand(ok, isnum)] = (
+                    pd.Timestamp("1899-12-30") + pd.to_timedelta(days[ok], unit="D"))
+                bad[isnum & ~_expand(ok, isnum)] = True
+                reasons[isnum & ~_expand(ok, isnum)] = "not an Excel date number"
+            else:
+                bad[isnum] = True
+                reasons[isnum] = f"a number, not a date ({form})"
+        rest = ~isdate & ~isnum
+    text = _as_text(s[rest])
+    missing = _missing(text)
+    iso = text.where(~text.str.match(ISO_DATETIME).fillna(False), text.str.slice(0, 10))
+    parsed = pd.to_datetime(iso, format="%Y-%m-%d", errors="coerce")
+    shape_iso = iso.str.match(DATE_SHAPE).fillna(False).to_numpy(dtype=bool)
+    if date_format is not None:
+        alt = pd.to_datetime(text, format=date_format, errors="coerce")
+        parsed = parsed.fillna(alt)
+        shape = shape_iso | text.str.match(_format_shape(date_format)).fillna(False).to_numpy(bool)
+    else:
+        shape = shape_iso
+    failed = ~missing & parsed.isna().to_numpy()
+    sub_reason = np.where(shape, "impossible date", f"not a date in the form {form}"
+                          + ("" if date_format else "; set date_format in the mapping file"))
+    out[rest] = parsed.dt.floor("D").astype("datetime64[s]").to_numpy()
+    bad[rest] = failed
+    reasons[rest] = np.where(failed, sub_reason, "")
+    return out, bad, reasons
+
+
+def _expand(mask_of_subset: pd.Series, where: np.ndarray) -> np.ndarray:
+    full = np.zeros(len(where), dtype=bool)
+    full[where] = np.asarray(mask_of_subset, dtype=bool)
+    return full
+
+
+# ---------------------------------------------------------------------------------------------
+# the load itself
+
+
+@dataclass
+class LoadResult:
+    """A loaded table with the full account of what happened to every row read."""
+
+    table: str
+    file: str
+    data: pd.DataFrame
+    rejections: pd.DataFrame
+    warnings: pd.DataFrame
+    rows_read: int
+    unknown_columns: list[str]
+    absent_fields: list[str]
+    columns_used: dict[str, str]
+
+    @property
+    def rows_rejected(self) -> int:
+        return int(self.rejections["row"].nunique()) if len(self.rejections) else 0
+
+    @property
+    def rows_loaded(self) -> int:
+        return self.rows_read - self.rows_rejected
+
+    def summary(self) -> dict[str, Any]:
+        """The row accounting as plain data (what `outcomes validate --json` prints)."""
+        return {
+            "file": self.file, "table": self.table, "rows_read": self.rows_read,
+            "rows_loaded": self.rows_loaded, "rows_rejected": self.rows_rejected,
+            "warnings": len(self.warnings), "unknown_columns": list(self.unknown_columns),
+            "absent_fields": list(self.absent_fields),
+        }
+
+
+def detect_table(path: Path, headers: list[str]) -> str:
+    """Guess sessions or outcomes from the file name, then from the headers."""
+    name = path.name.lower()
+    if "outcome" in name or "assessment" in name or "follow" in name:
+        return "outcomes"
+    if "session" in name or "treatment" in name:
+        return "sessions"
+    keys = {schema.normalise_header(h) for h in headers}
+    outcome_marks = {"assessment_date", "instrument", "score", *schema.INSTRUMENTS}
+    session_marks = {"session_date", "energy_start_mj", "coverage_pct", "passes"}
+    return "outcomes" if len(keys & outcome_marks) > len(keys & session_marks) else "sessions"
+
+
+def match_columns(headers: list[str], table: str, mapping: Mapping | None,
+                  file: str) -> tuple[dict[str, str], list[str]]:
+    """Canonical field → export header, and the headers that match nothing (kept aside)."""
+    known = set(schema.fields(table))
+    if table == "outcomes":
+        known |= set(schema.INSTRUMENTS)
+    used: dict[str, str] = {}
+    by_fold = {h.strip().casefold(): h for h in headers}
+    if mapping is not None:
+        for fname, header in mapping.columns.items():
+            if fname not in known:
+                raise LoadError(f"mapping file {mapping.path.name if mapping.path else ''} maps "
+                                f"{fname!r}, which is not a field of the {table} table")
+            h = by_fold.get(header.strip().casefold())
+            if h is None:
+                raise LoadError(f"mapping names column {header!r} for {fname}, "
+                                f"which {file} does not have")
+            used[fname] = h
+    aliases = schema.alias_index(table)
+    if table == "outcomes":
+        aliases.update({i: i for i in schema.INSTRUMENTS})
+    taken = set(used.values())
+    for h in headers:
+        if h in taken:
+            continue
+        fname = aliases.get(schema.normalise_header(h))
+        if fname and fname not in used:
+            used[fname] = h
+            taken.add(h)
+    unknown = [h for h in headers if h not in taken]
+    return used, unknown
+
+
+def load(path: str | Path, mapping: Mapping | str | Path | None = None, table: str | None = None,
+         progress: bool | None = None) -> LoadResult:
+    """Load one export file into a canonical table, with its row accounting.
+
+    The mapping defaults to one beside the file (`NAME.mapping.toml`). Raises
+    LoadError (one sentence) when the file cannot be used at all.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LoadError(f"{path} does not exist")
+    if path.is_dir():
+        raise LoadError(f"{path} is a folder, not an export file")
+    kind = FILE_TYPES.get(path.suffix.lower())
+    if kind is None:
+        raise LoadError(f"{path.name}: unknown file type {path.suffix!r} "
+                        "(use .csv, .xlsx or .parquet)")
+    if mapping is None:
+        mapping = mapping_beside(path)
+    if mapping is not None and not isinstance(mapping, Mapping):
+        mapping = read_mapping(mapping)
+    m = mapping or Mapping()
+    bar = Progress(4, f"loading {path.name}", enabled=progress)
+    reader = {"csv": _read_csv, "xlsx": _read_xlsx, "parquet": _read_parquet}[kind]
+    raw, rows, line_keys = reader(path, m)
+    bar.step("read")
+    headers = [str(c) for c in raw.columns]
+    raw.columns = headers
+    tname = m.table or table or detect_table(path, headers)
+    used, unknown = match_columns(headers, tname, m, path.name)
+    result = _normalise(raw, rows, line_keys, tname, used, unknown, m, str(path), kind, bar)
+    bar.close()
+    return result
+
+
+def _required_present(table: str, used: dict[str, str], file: str) -> bool:
+    """Check the required columns; return whether an outcomes export is wide."""
+    wide = False
+    for f in schema.TABLES[table]:
+        if not f.required or f.name in used:
+            continue
+        if table == "outcomes" and f.name in ("instrument", "score"):
+            if any(i in used for i in schema.INSTRUMENTS):
+                wide = True
+                continue
+            raise LoadError(f"{file} has neither instrument and score columns nor a column per "
+                            f"instrument ({', '.join(schema.INSTRUMENTS)})")
+        raise LoadError(f"{file} has no {f.name} column (required for {table}); "
+                        "name it in a mapping file")
+    return wide
+
+
+
+
+def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: Mapping,
+                 kind: str, true_words: set[str], false_words: set[str]
+                 ) -> tuple[pd.Series, np.ndarray, Any]:
+    if fname in schema.INSTRUMENTS:  # a wide outcomes column: the score on that instrument
+        return parse_float(s, m.decimal)
+    f = fields[fname]
+    if f.type == "string":
+        return parse_string(s)
+    if f.type == "float":
+        return parse_float(s, m.decimal, UNITS[m.units.get(fname, "mJ")])
+    if f.type == "int":
+        return parse_int(s, m.decimal)
+    if f.type == "bool":
+        return parse_bool(s, true_words, false_words)
+    return parse_date(s, m.date_format, excel_serials=kind == "xlsx")
+
+
+def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None, table: str,
+               used: dict[str, str], unknown: list[str], m: Mapping, file: str, kind: str,
+               bar: Progress) -> LoadResult:
+    """Parse every used column, reject unusable rows, warn on odd values, build the table."""
+    wide = _required_present(table, used, file)
+    n = len(raw)
+    fields = schema.fields(table)
+    lower = {v.strip().lower() for v in m.true_values}, {v.strip().lower() for v in m.false_values}
+    true_words = (TRUE_WORDS | lower[0]) - lower[1]
+    false_words = (FALSE_WORDS | lower[1]) - lower[0]
+
+    rejected = np.zeros(n, dtype=bool)
+    reject_field = np.full(n, "", dtype=object)
+    reject_reason = np.full(n, "", dtype=object)
+
+    def reject(mask: np.ndarray, fname: str, reason: Any) -> None:
+        new = np.asarray(mask, dtype=bool) & ~rejected
+        if not new.any():
+            return
+        reject_field[new] = fname
+        reject_reason[new] = reason[new] if isinstance(reason, np.ndarray) else reason
+        rejected[new] = True
+
+    values: dict[str, pd.Series] = {}
+    problems: dict[str, tuple[np.ndarray, Any]] = {}
+    for fname, header in used.items():
+        vals, bad, why = _parse_field(fname, raw[header], fields, m, kind, true_words,
+                                      false_words)
+        values[fname] = vals.reset_index(drop=True)
+        problems[fname] = (bad, why.to_numpy(dtype=object) if isinstance(why, pd.Series) else why)
+    bar.step("parsed")
+
+    # rejections, in the order a reader would fix them: keys first, then other fields
+    date_field = "session_date" if table == "sessions" else "assessment_date"
+    for key in ("patient_id", date_field):
+        reject(problems[key][0], key, problems[key][1])
+        reject(values[key].isna().to_numpy(), key, f"missing {key}")
+    for fname in used:
+        if fname not in ("patient_id", date_field):
+            reject(*problems[fname][:1], fname, problems[fname][1])
+    if table == "outcomes":
+        _check_outcomes(values, wide, reject)
+    _reject_duplicates(raw, line_keys, rows, reject)
+    if table == "sessions":
+        _derive_session_ids(values, rejected, rows, reject)
+    bar.step("checked")
+
+    keep = ~rejected
+    data = _assemble(raw, values, used, unknown, table, keep, rows, file)
+    warnings = _warnings(data, table, m, used, raw, keep)
+    if wide:
+        data = _melt_wide(data)
+    rej = pd.DataFrame({
+        "file": file, "row": rows[rejected], "field": reject_field[rejected],
+        "value": [_raw_text(raw, used, f, i) for f, i in
+                  zip(reject_field[rejected], np.flatnonzero(rejected), strict=True)],
+        "reason": reject_reason[rejected],
+    }, columns=REJECTION_COLUMNS)
+    absent = [f.name for f in schema.TABLES[table] if f.name not in used
+              and not (wide and f.name in ("instrument", "score"))
+              and not (table == "sessions" and f.name == "session_id")]
+    return LoadResult(table=table, file=file, data=data, rejections=rej, warnings=warnings,
+                      rows_read=n, unknown_columns=unknown, absent_fields=absent,
+                      columns_used=dict(used))
+
+
+def _raw_text(raw: pd.DataFrame, used: dict[str, str], fname: str, i: int) -> str:
+    header = used.get(fname)
+    if header is None:
+        return ""
+    v = raw[header].iloc[i]
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else str(v)
+
+
+def _check_outcomes(values: dict[str, pd.Series], wide: bool, reject: Any) -> None:
+    """Instrument known, score within its range, rater patient or clinician."""
+    registry = schema.INSTRUMENTS
+    if not wide:
+        inst = values["instrument"].str.strip().str.lower()
+        values["instrument"] = inst
+        unknown = inst.notna() & ~inst.isin(list(registry))
+        reject(unknown.to_numpy(dtype=bool), "instrument",
+               f"unknown instrument (known: {', '.join(registry)})")
+        reject(inst.isna().to_numpy(), "instrument", "missing instrument")
+        reject(values["score"].isna().to_numpy(), "score", "missing score")
+        score = values["score"].astype("float64")
+        for iid, ins in registry.items():
+            here = (inst == iid).to_numpy(dtype=bool, na_value=False)
+            out = np.zeros(len(inst), dtype=bool)
+            if ins.low is not None:
+                out |= (score < ins.low).to_numpy(dtype=bool, na_value=False)
+            if ins.high is not None:
+                out |= (score > ins.high).to_numpy(dtype=bool, na_value=False)
+            reject(here & out, "score", f"outside {iid}'s range {_range_text(ins)}")
+    else:
+        present = [i for i in registry if i in values]
+        for iid in present:
+            ins = registry[iid]
+            score = values[iid].astype("float64")
+            out = ((score < (ins.low if ins.low is not None else -np.inf))
+                   | (score > (ins.high if ins.high is not None else np.inf)))
+            reject(out.to_numpy(dtype=bool, na_value=False), iid,
+                   f"outside {iid}'s range {_range_text(ins)}")
+        none = np.logical_and.reduce([values[i].isna().to_numpy() for i in present])
+        reject(none, present[0], "no score in any instrument column")
+    if "rater" in values:
+        rater = values["rater"].str.strip().str.lower()
+        values["rater"] = rater
+        reject((rater.notna() & ~rater.isin(["patient", "clinician"])).to_numpy(dtype=bool),
+               "rater", "rater must be patient or clinician")
+
+
+def _range_text(ins: schema.Instrument) -> str:
+    low = "" if ins.low is None else f"{ins.low:g}"
+    high = "" if ins.high is None else f"{ins.high:g}"
+    return f"{low}–{high}"
+
+
+def _reject_duplicates(raw: pd.DataFrame, line_keys: pd.Series | None, rows: np.ndarray,
+                       reject: Any) -> None:
+    """A row that repeats an earlier row exactly is a duplicate of that row."""
+    if len(raw) == 0:
+        return
+    if line_keys is not None and len(line_keys) == len(raw):
+        keys = line_keys  # one line per record: compare the lines verbatim
+    else:
+        try:
+            keys = pd.util.hash_pandas_object(raw, index=False)
+        except TypeError:
+            keys = pd.util.hash_pandas_object(raw.astype(str), index=False)
+    dup = keys.duplicated().to_numpy()
+    if not dup.any():
+        return
+    first = pd.Series(np.arange(len(raw))).groupby(keys.to_numpy()).transform("first").to_numpy()
+    reasons = np.full(len(raw), "", dtype=object)
+    reasons[dup] = [f"duplicate of row {rows[j]}" for j in first[dup]]
+    reject(dup, "(whole row)", reasons)
+
+
+def _derive_session_ids(values: dict[str, pd.Series], rejected: np.ndarray, rows: np.ndarray,
+                        reject: Any) -> None:
+    """session_id as given, else patient_id:session_date:n; a repeated id is rejected."""
+    n = len(rejected)
+    given = values.get("session_id", pd.Series(pd.NA, index=range(n), dtype="string"))
+    pid = values["patient_id"].astype("string")
+    day = values["session_date"].dt.strftime("%Y-%m-%d").astype("string")
+    base = pid + ":" + day
+    live = pd.Series(~rejected)
+    seq = base.where(live).groupby(base.where(live)).cumcount() + 1
+    derived = base + ":" + seq.astype("Int64").astype("string")
+    sid = given.where(given.notna(), derived)
+    values["session_id"] = sid
+    live_sid = sid.where(live)
+    dup = (live_sid.duplicated() & live_sid.notna()).to_numpy(dtype=bool)
+    if dup.any():
+        first = pd.Series(np.arange(n)).groupby(live_sid.to_numpy()).transform("first").to_numpy()
+        reasons = np.full(n, "", dtype=object)
+        reasons[dup] = [f"session_id already used on row {rows[int(j)]}" for j in first[dup]]
+        reject(dup, "session_id", reasons)
+
+
+def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], used: dict[str, str],
+              unknown: list[str], table: str, keep: np.ndarray, rows: np.ndarray,
+              file: str) -> pd.DataFrame:
+    cols: dict[str, Any] = {}
+    for f in schema.TABLES[table]:
+        if f.name in values:
+            cols[f.name] = values[f.name][keep].astype(f.dtype).reset_index(drop=True)
+        else:
+            cols[f.name] = pd.Series(pd.array([None] * int(keep.sum()), dtype=f.dtype)) \
+                if f.type != "date" else pd.Series(pd.NaT, index=range(int(keep.sum())),
+                                                   dtype=f.dtype)
+    for iid in schema.INSTRUMENTS:
+        if table == "outcomes" and iid in values:
+            cols[iid] = values[iid][keep].reset_index(drop=True)
+    for h in unknown:
+        cols[h] = raw[h][keep].reset_index(drop=True)
+    cols["source_file"] = pd.Series(file, index=range(int(keep.sum())), dtype="string")
+    cols["source_row"] = pd.Series(rows[keep], dtype="int64")
+    return pd.DataFrame(cols)
+
+
+def _melt_wide(data: pd.DataFrame) -> pd.DataFrame:
+    """One column per instrument → one row per (assessment, instrument), long format."""
+    present = [i for i in schema.INSTRUMENTS if i in data.columns]
+    base = data.drop(columns=["instrument", "score", *present])
+    parts = []
+    for iid in present:
+        score = data[iid]
+        part = base[score.notna()].copy()
+        part["instrument"] = iid
+        part["score"] = score[score.notna()]
+        parts.append(part)
+    long = pd.concat(parts, ignore_index=True) if parts else base.iloc[:0]
+    default = long["instrument"].map({i: ins.rater for i, ins in schema.INSTRUMENTS.items()})
+    long["rater"] = long["rater"].fillna(default.astype("string"))
+    order = [f.name for f in schema.OUTCOMES] + [c for c in long.columns
+                                                  if c not in {f.name for f in schema.OUTCOMES}]
+    long = long[order].sort_values(["source_row"], kind="stable").reset_index(drop=True)
+    long["instrument"] = long["instrument"].astype("string")
+    long["score"] = long["score"].astype("Float64")
+    return long
+
+
+def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
+              raw: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """Implausible but usable values: kept as they are, reported here."""
+    parts = []
+    rows = data["source_row"]
+    file = data["source_file"]
+
+    def add(mask: pd.Series, fname: str, kind: str, message: str) -> None:
+        mask = mask.fillna(False).astype(bool)
+        if mask.any():
+            parts.append(pd.DataFrame({
+                "file": file[mask], "row": rows[mask], "field": fname,
+                "value": data.loc[mask, fname].astype("string"), "kind": kind,
+                "message": message}))
+
+    for f in schema.TABLES[table]:
+        if f.name not in used:
+            continue
+        col = data[f.name]
+        if f.type in ("float", "int") and (f.low is not None or f.high is not None):
+            low = -np.inf if f.low is None else f.low
+            high = np.inf if f.high is None else f.high
+            joules = pd.Series(False, index=data.index)
+            if f.unit == "mJ" and f.name not in m.units:
+                joules = (col > 0) & (col < 1)
+                add(joules, f.name, "unit", f"{f.name} below 1 mJ looks like joules; if the "
+                    f"export gives J, set [units] {f.name} = \"J\" in the mapping file")
+            add(((col < low) | (col > high)) & ~joules, f.name, "implausible",
+                f"{f.name} outside the plausible range {f.low:g}–{f.high:g} {f.unit or ''}".strip())
+        if f.allowed and f.type == "string" and f.name != "rater":
+            add(col.notna() & ~col.isin(list(f.allowed)), f.name, "not_allowed",
+                f"{f.name} is not one of {', '.join(f.allowed)}")
+        if f.type == "date" and f.role == "date":
+            add(col > pd.Timestamp.today().normalize(), f.name, "future_date",
+                f"{f.name} is in the future")
+    if not parts:
+        return pd.DataFrame(columns=WARNING_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[WARNING_COLUMNS].sort_values(
+        ["row", "field"], kind="stable").reset_index(drop=True)
+
+
+def load_many(paths: list[str | Path], mapping: Mapping | str | Path | None = None,
+              table: str | None = None, progress: bool | None = None) -> list[LoadResult]:
+    """Load several exports (each with its own row accounting)."""
+    return [load(p, mapping=mapping, table=table, progress=progress) for p in paths]
+
+
+def combine(results: list[LoadResult]) -> LoadResult:
+    """Several loads of the same table as one (e.g. two clinics' exports)."""
+    if len(results) == 1:
+        return results[0]
+    tables = {r.table for r in results}
+    if len(tables) != 1:
+        raise LoadError("cannot combine sessions and outcomes files into one table")
+    return LoadResult(
+        table=results[0].table, file=", ".join(r.file for r in results),
+        data=pd.concat([r.data for r in results], ignore_index=True),
+        rejections=pd.concat([r.rejections for r in results], ignore_index=True),
+        warnings=pd.concat([r.warnings for r in results], ignore_index=True),
+        rows_read=sum(r.rows_read for r in results),
+        unknown_columns=sorted({c for r in results for c in r.unknown_columns}),
+        absent_fields=sorted(set.intersection(*(set(r.absent_fields) for r in results))),
+        columns_used={k: v for r in results for k, v in r.columns_used.items()},
+    )

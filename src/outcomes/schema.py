@@ -1,0 +1,228 @@
+"""The canonical tables, as data.
+
+One place defines every field of `sessions` and `outcomes`: its type, unit,
+plausible range, meaning and role. The loader parses and checks by it, the
+audit reads field names from it, the research export de-identifies by role
+and writes its data dictionary from it, and the docs print it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+#: Field types and the pandas dtype each becomes after loading.
+DTYPES: dict[str, str] = {
+    "string": "string",
+    "float": "Float64",
+    "int": "Int64",
+    "bool": "boolean",
+    "date": "datetime64[s]",
+}
+
+#: Roles say what a field is for, so de-identification is driven by the schema.
+ROLES = {
+    "key": "links records; replaced or derived in a research export",
+    "patient_id": "identifies a patient: pseudonymised in a research export",
+    "staff": "identifies a clinician: coded in a research export",
+    "date": "a calendar date: shifted to days since first session in a research export",
+    "identifying": "identifies a person directly: removed from a research export",
+    "birth_date": "date of birth: generalised to an age band in a research export",
+    "free_text": "free text that may name people: removed from a research export",
+    "site": "the clinic (site): kept, few values",
+    "clinical": "a clinical observation or setting: kept",
+    "demographic": "a patient characteristic that is not identifying on its own: kept",
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One column of a canonical table."""
+
+    name: str
+    type: str
+    meaning: str
+    role: str = "clinical"
+    unit: str | None = None
+    low: float | None = None  # plausible range: outside it is a warning, not a rejection
+    high: float | None = None
+    allowed: tuple[str, ...] | None = None
+    required: bool = False
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def dtype(self) -> str:
+        return DTYPES[self.type]
+
+
+def _bools(names: list[str], meaning: str) -> list[Field]:
+    return [Field(n, "bool", meaning.format(n=n.replace("_", " "))) for n in names]
+
+
+PRE_CHECKLIST = ("cosmetics_removed", "herpes_prophylaxis", "eye_protection",
+                 "anesthetic_removed_skin_dry")
+CONTRAINDICATIONS = ("ci_isotretinoin", "ci_keloid", "ci_post_surgical_skin_changes",
+                     "ci_systemic_steroids")
+
+_PATIENT_FIELDS: list[Field] = [
+    Field("patient_name", "string", "patient's name", role="identifying",
+          aliases=("name", "patient", "full_name", "patientenname")),
+    Field("date_of_birth", "date", "patient's date of birth", role="birth_date",
+          aliases=("dob", "birth_date", "birthdate", "geburtsdatum")),
+    Field("sex", "string", "patient's sex", role="demographic", aliases=("gender",)),
+    Field("fitzpatrick_type", "string", "Fitzpatrick skin type (I–VI)", role="demographic",
+          allowed=("I", "II", "III", "IV", "V", "VI"),
+          aliases=("fitzpatrick", "skin_type", "skin_phototype")),
+    Field("phone", "string", "patient's phone number", role="identifying",
+          aliases=("telephone", "phone_number", "mobile", "tel")),
+    Field("email", "string", "patient's e-mail address", role="identifying",
+          aliases=("e_mail", "email_address", "mail")),
+]
+
+SESSIONS: list[Field] = [
+    Field("session_id", "string", "unique session id; derived as patient_id:session_date:n "
+          "when the export has none", role="key", aliases=("session", "treatment_id", "visit_id")),
+    Field("patient_id", "string", "clinic's patient identifier", role="patient_id", required=True,
+          aliases=("patient_no", "patient_number", "patientid", "pid", "mrn", "patient_nr")),
+    Field("session_date", "date", "date of the treatment session", role="date", required=True,
+          aliases=("date", "treatment_date", "visit_date", "datum")),
+    Field("clinic", "string", "site where the session took place", role="site",
+          aliases=("site", "location", "standort")),
+    Field("operator", "string", "treating clinician", role="staff",
+          aliases=("clinician", "practitioner", "provider", "physician", "doctor", "treated_by",
+                   "behandler")),
+    Field("indication", "string", "what is treated, e.g. hair_regrowth",
+          aliases=("diagnosis", "treatment", "indikation")),
+    Field("area", "string", "treated area", aliases=("body_area", "region", "zone", "areal")),
+    Field("energy_start_mj", "float", "energy of the first (test) setting per pulse", unit="mJ",
+          low=1, high=100, aliases=("energy_start", "start_energy", "start_energy_mj",
+                                     "startenergie")),
+    Field("energy_final_mj", "float", "highest energy used in the session", unit="mJ",
+          low=1, high=100, aliases=("energy_final", "final_energy", "final_energy_mj",
+                                     "max_energy", "endenergie")),
+    Field("coverage_pct", "float", "percent of skin surface covered", unit="%", low=1, high=30,
+          aliases=("coverage", "density_pct", "abdeckung")),
+    Field("passes", "int", "number of passes", unit="passes", low=1, high=6,
+          aliases=("n_passes", "pass_count", "durchgaenge")),
+    Field("pass_wait_min", "float", "minutes waited between passes", unit="min", low=0, high=60,
+          aliases=("pass_wait", "wait_between_passes")),
+    Field("test_spot", "bool", "test spot done", aliases=("testspot", "test_spot_done")),
+    Field("test_spot_wait_min", "float", "minutes waited after the test spot", unit="min",
+          low=0, high=60, aliases=("test_spot_wait",)),
+    Field("edema", "bool", "edema observed as endpoint", aliases=("oedema", "oedem")),
+    Field("erythema", "bool", "erythema observed as endpoint", aliases=("erythem",)),
+    Field("endpoint_onset_min", "float", "minutes until the endpoint appeared", unit="min",
+          low=0, high=60, aliases=("endpoint_onset", "onset_min")),
+    Field("pain_nrs", "int", "patient's pain rating during treatment (numeric rating scale)",
+          unit="NRS 0–10", low=0, high=10, aliases=("pain", "nrs", "pain_score")),
+    Field("cooling_during", "bool", "cooling used during treatment",
+          aliases=("cooling", "on_time_cooling")),
+    Field("post_cooling_min", "float", "minutes of cooling after treatment", unit="min",
+          low=0, high=60, aliases=("post_cooling", "cooling_after_min")),
+    *_bools(list(PRE_CHECKLIST), "pre-treatment checklist: {n}"),
+    Field("sun_advice_given", "bool", "post-treatment advice given (no sun 4 weeks, SPF 50)",
+          aliases=("sun_advice",)),
+    *_bools(list(CONTRAINDICATIONS), "contraindication present at screening: {n}"),
+    Field("adverse_event", "string", "'none' or a short code/description of an adverse event",
+          aliases=("adverse_events", "side_effect", "complication", "ae")),
+    Field("notes", "string", "free text (may hold identifying details)", role="free_text",
+          aliases=("note", "comment", "comments", "remarks")),
+    *_PATIENT_FIELDS,
+]
+
+OUTCOMES: list[Field] = [
+    Field("patient_id", "string", "clinic's patient identifier", role="patient_id", required=True,
+          aliases=SESSIONS[1].aliases),
+    Field("assessment_date", "date", "date of the assessment", role="date", required=True,
+          aliases=("date", "visit_date", "followup_date", "datum")),
+    Field("instrument", "string", "instrument registry id", required=True,
+          aliases=("measure", "scale", "questionnaire")),
+    Field("score", "float", "score on the instrument's scale", required=True,
+          aliases=("value", "result")),
+    Field("rater", "string", "who rated: patient or clinician", allowed=("patient", "clinician"),
+          aliases=("rated_by",)),
+    Field("recurrence", "bool", "recurrence noted at this assessment",
+          aliases=("relapse", "recurred")),
+    Field("notes", "string", "free text (may hold identifying details)", role="free_text",
+          aliases=("note", "comment", "comments", "remarks")),
+]
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """An outcome instrument: its range, which direction is better, and what counts as improved."""
+
+    id: str
+    title: str
+    low: float | None
+    high: float | None
+    higher_is_better: bool
+    rater: str
+    improved_at: float | None  # threshold for "improved" (inclusive, in the better direction)
+    improved_text: str
+    unit: str = "points"
+
+
+INSTRUMENTS: dict[str, Instrument] = {
+    i.id: i
+    for i in [
+        Instrument("satisfaction", "Patient satisfaction", 1, 5, True, "patient", 4,
+                   "satisfied: 4 or 5"),
+        Instrument("gais", "Global Aesthetic Improvement Scale", 1, 5, False, "clinician", 3,
+                   "improved or better: 1–3 (1 exceptional improvement … 5 worse)"),
+        Instrument("gpa", "Global photographic assessment", -3, 3, True, "clinician", 1,
+                   "improved: above 0"),
+        Instrument("hair_density", "Hair density", 0, None, True, "clinician", None,
+                   "change from baseline", unit="hairs/cm²"),
+        Instrument("pain_nrs", "Pain (numeric rating scale)", 0, 10, False, "patient", None,
+                   "lower is better", unit="NRS 0–10"),
+    ]
+}
+
+TABLES: dict[str, list[Field]] = {"sessions": SESSIONS, "outcomes": OUTCOMES}
+
+
+def fields(table: str) -> dict[str, Field]:
+    """Fields of a canonical table by name."""
+    return {f.name: f for f in TABLES[table]}
+
+
+def normalise_header(header: str) -> str:
+    """Header → snake_case key used for matching canonical names and aliases."""
+    text = str(header).strip().lower()
+    for a, b in (("ä", "ae"), ("ö", "oe"), ("ü", "ue"), ("ß", "ss")):
+        text = text.replace(a, b)
+    return re.sub(r"[^0-9a-z]+", "_", text).strip("_")
+
+
+def alias_index(table: str) -> dict[str, str]:
+    """Normalised header or alias → canonical field name."""
+    index: dict[str, str] = {}
+    for f in TABLES[table]:
+        for alias in f.aliases:
+            index.setdefault(normalise_header(alias), f.name)
+    for f in TABLES[table]:  # canonical names win over any alias
+        index[normalise_header(f.name)] = f.name
+    return index
+
+
+def empty_frame(table: str) -> pd.DataFrame:
+    """An empty canonical table with the right dtypes."""
+    return pd.DataFrame({f.name: pd.Series(dtype=f.dtype) for f in TABLES[table]})
+
+
+def describe(table: str) -> pd.DataFrame:
+    """The schema of one table as a DataFrame (for docs and the data dictionary)."""
+    rows = []
+    for f in TABLES[table]:
+        rng = ""
+        if f.low is not None or f.high is not None:
+            rng = f"{'' if f.low is None else f'{f.low:g}'}–{'' if f.high is None else f'{f.high:g}'}"
+        rows.append({
+            "table": table, "field": f.name, "type": f.type, "unit": f.unit or "",
+            "plausible_range": rng, "allowed": ", ".join(f.allowed or ()), "role": f.role,
+            "required": f.required, "meaning": f.meaning,
+        })
+    return pd.DataFrame(rows)

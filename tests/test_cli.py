@@ -1,0 +1,80 @@
+"""The command line, run as a subprocess the way a user or another tool runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "outcomes.cli", *args], capture_output=True, check=False,
+                          text=True, cwd=cwd or ROOT, timeout=600)
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Path:
+    p = tmp_path / "sessions.csv"
+    p.write_text("patient_id,session_date,energy_start_mj,room\n"
+                 "P1,2025-01-02,25,3\nP1,2025-02-31,25,3\nP2,2025-01-03,0.025,4\n"
+                 "P2,2025-01-03,0.025,4\n", encoding="utf-8")
+    return p
+
+
+def test_validate_json_contract(export, tmp_path):
+    rejects = tmp_path / "out" / "rejects.csv"
+    res = run("validate", str(export), "--json", "--rejects", str(rejects))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["rows_read"] == 4 and out["rows_loaded"] == 2 and out["rows_rejected"] == 2
+    assert out["rows_read"] == out["rows_loaded"] + out["rows_rejected"]
+    assert out["warnings"] == 1 and out["unknown_columns"] == ["room"]
+    assert [(x["row"], x["field"], x["value"], x["reason"]) for x in out["rejections"]] == [
+        (3, "session_date", "2025-02-31", "impossible date"),
+        (5, "(whole row)", "", "duplicate of row 4")]
+    assert set(out["rejections"][0]) == {"file", "row", "field", "value", "reason"}
+    assert rejects.read_text().splitlines()[0] == "file,row,field,value,reason"
+
+
+def test_validate_readable_summary(export):
+    res = run("validate", str(export))
+    assert res.returncode == 0
+    assert "4 rows read, 2 loaded, 2 rejected, 1 warnings" in res.stdout
+    assert "looks like joules" in res.stdout and "room" in res.stdout
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["validate", "nope.csv"], 1, "does not exist"),
+    (["validate"], 2, "required"),
+    (["frobnicate"], 2, "invalid choice"),
+])
+def test_errors_exit_codes(args, code, message, tmp_path):
+    res = run(*args, cwd=tmp_path)
+    assert res.returncode == code
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_missing_required_column_and_bad_mapping(tmp_path):
+    p = tmp_path / "s.csv"
+    p.write_text("patient_id,energy_start_mj\nP1,25\n")
+    res = run("validate", str(p))
+    assert res.returncode == 1 and "has no session_date column" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    m = tmp_path / "m.toml"
+    m.write_text('[columns]\nsession_date = "Datum"\n')
+    res = run("validate", str(p), "--mapping", str(m))
+    assert res.returncode == 1 and "names column 'Datum'" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unreadable_sheet_is_exit_1(tmp_path):
+    p = tmp_path / "s.xlsx"
+    p.write_bytes(b"this is not a zip file")
+    res = run("validate", str(p))
+    assert res.returncode == 1 and "not a readable Excel workbook" in res.stderr
