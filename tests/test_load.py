@@ -406,3 +406,38 @@ def test_corrupted_exports_account_for_every_row_and_keep_values(tmp_path, rows)
                 assert g == v, (c, g, v)
     assert len(set(loaded_rows)) == len(loaded_rows)
     assert set(loaded_rows).isdisjoint(set(r.rejections["row"]))
+
+
+# --- the committed sample --------------------------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+
+
+def test_german_xlsx_loads_like_the_csv():
+    """The same sessions as a German XLSX (via its mapping) load to the same rows and values."""
+    a = load(SAMPLE / "sessions.csv")
+    b = load(SAMPLE / "de" / "sessions.xlsx")  # mapping found beside it
+    assert (a.rows_read, a.rows_loaded, a.rows_rejected) == (b.rows_read, b.rows_loaded,
+                                                              b.rows_rejected)
+    assert a.rejections["reason"].str[:14].tolist() == b.rejections["reason"].str[:14].tolist()
+    assert (b.rejections["row"] - a.rejections["row"]).eq(2).all()  # two title rows above
+    canonical = [c for c in a.data.columns if c not in ("source_file", "source_row",
+                                                        "device_serial")]
+    pd.testing.assert_frame_equal(a.data[canonical], b.data[canonical], check_dtype=True)
+    # same cells warned; the German file declares J, so 0.025 mJ is "implausible" there
+    # rather than "looks like joules"
+    assert a.warnings["field"].tolist() == b.warnings["field"].tolist()
+    assert (b.warnings["row"] - a.warnings["row"]).eq(2).all()
+
+
+def test_sample_planted_rows_reported_at_their_lines():
+    from outcomes.sample import PLANTED
+
+    loaded = {"sessions.csv": load(SAMPLE / "sessions.csv"),
+              "outcomes.csv": load(SAMPLE / "outcomes.csv")}
+    for p in PLANTED:
+        r = loaded[p.file]
+        rows = set(r.rejections["row"]) if p.expect == "rejected" else set(r.warnings["row"])
+        assert p.line in rows, p
+    for r in loaded.values():
+        assert r.rows_read == r.rows_loaded + r.rows_rejected

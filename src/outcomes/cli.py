@@ -7,7 +7,9 @@ are one sentence on stderr, never a traceback (set OUTCOMES_DEBUG=1 to see one).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import math
 import os
 import re
 import sys
@@ -46,6 +48,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="DIR")
     s.add_argument("--xlsx", action="store_true",
                    help="also write the sessions as a German XLSX with its mapping (DIR/de/)")
+    a = sub.add_parser("audit", help="compliance with the protocol and the flagged sessions")
+    a.add_argument("sessions", metavar="SESSIONS")
+    a.add_argument("--outcomes", metavar="F", help="outcomes export (for final_assessment)")
+    a.add_argument("--mapping", metavar="M", help="mapping file of the sessions export")
+    a.add_argument("--outcomes-mapping", metavar="M", help="mapping file of the outcomes export")
+    a.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
+    a.add_argument("--out", metavar="DIR",
+                   help="write compliance.csv, verdicts.csv, flagged_sessions.csv, audit.xlsx")
+    a.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    a.add_argument("--since", metavar="DATE", help="only sessions (course ends) from this date")
+    a.add_argument("--until", metavar="DATE", help="only sessions (course ends) up to this date")
+    a.add_argument("--split", metavar="DATE",
+                   help="re-audit: compare the periods before and from this date")
+    a.add_argument("--compare-to", metavar="EARLIER",
+                   help="re-audit: compare with an earlier export of sessions (same mapping)")
+
     r = sub.add_parser("report", help="run the notebooks and write report.html and audit.xlsx")
     r.add_argument("data_dir", nargs="?", default="data/sample", metavar="DATA_DIR")
     r.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
@@ -166,13 +184,121 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date_arg(value: str | None, flag: str) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    try:
+        return pd.Timestamp(dt.date.fromisoformat(value))
+    except ValueError:
+        raise UsageError(f"{flag} takes a date as YYYY-MM-DD, not {value!r}") from None
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from outcomes.audit import compare, run_audit, summarise, write_audit
+    from outcomes.dataset import load_inputs
+    from outcomes.protocol import load_protocol
+
+    since, until = _date_arg(args.since, "--since"), _date_arg(args.until, "--until")
+    split = _date_arg(args.split, "--split")
+    if split is not None and args.compare_to:
+        raise UsageError("use either --split or --compare-to, not both")
+    protocol = load_protocol(args.protocol)
+    quiet = True if args.json else None
+    ds = load_inputs(args.sessions, args.outcomes, args.mapping, args.outcomes_mapping,
+                     progress=False if quiet else None)
+    audit = run_audit(ds.sessions.data, protocol, ds.outcomes_data)
+    verdicts = audit.period(args.since, args.until) if (since or until) else audit.verdicts
+    summary = summarise(verdicts, protocol)
+    comparison = None
+    if split is not None:
+        before = summarise(verdicts[verdicts["date"] < split], protocol)
+        after = summarise(verdicts[verdicts["date"] >= split], protocol)
+        comparison = compare(before, after)
+    elif args.compare_to:
+        earlier = load_inputs(args.compare_to, None, args.mapping, progress=False if quiet
+                              else None)
+        before_audit = run_audit(earlier.sessions.data, protocol, ds.outcomes_data)
+        comparison = compare(before_audit.summary(), summary)
+    if args.out:
+        write_audit(audit, args.out, ds.files(), comparison)
+    if args.json:
+        print(json.dumps(audit_json(audit, summary, ds, comparison), ensure_ascii=False,
+                         default=str, allow_nan=False))
+    else:
+        print(audit_text(audit, summary, ds, comparison, args.out))
+    return 0
+
+
+def _nan_to_none(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in records]
+
+
+def audit_json(audit: Any, summary: pd.DataFrame, ds: Any,
+               comparison: pd.DataFrame | None) -> dict[str, Any]:
+    """The `audit --json` object: `criteria` with the contract keys, then context."""
+    cols = ["id", "title", "eligible", "compliant", "percent", "ci_low", "ci_high", "target",
+            "status", "missing", "deviations", "not_applicable"]
+    crit = summary.rename(columns={"criterion": "id"})[cols]
+    out: dict[str, Any] = {
+        "protocol": {"id": audit.protocol.id, "version": audit.protocol.version},
+        "criteria": _nan_to_none(_frame_records(crit)),
+        "indicators": _nan_to_none(_frame_records(audit.indicators())),
+        "flagged": len(audit.flagged()),
+        "info": audit.info,
+        "inputs": [r.summary() for r in ds.results()],
+    }
+    if comparison is not None:
+        out["comparison"] = _nan_to_none(_frame_records(comparison))
+    return out
+
+
+def _pct(v: float) -> str:
+    return "–" if math.isnan(v) else f"{v:5.1f}%"
+
+
+def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFrame | None,
+               out: str | None) -> str:
+    """A readable terminal table: criterion, n, %, interval, target, status."""
+    p = audit.protocol
+    info = audit.info
+    lines = [f"{p.title} (protocol {p.id} v{p.version})",
+             (f"{info['sessions_audited']:,} sessions in {info['courses']:,} courses "
+              f"({info['courses_completed']:,} completed), data to {info['as_of']}")]
+    if info["sessions_excluded"]:
+        lines.append(f"{info['sessions_excluded']:,} sessions for other indications not audited")
+    lines.append("")
+    lines.append(f"{'criterion':<22}{'n':>7}{'%':>8}  {'95% CI':<15}{'target':>7}  "
+                 f"{'status':<13}{'not documented':>15}")
+    for r in summary.itertuples():
+        ci = "" if math.isnan(r.ci_low) else f"{r.ci_low:4.1f}–{r.ci_high:4.1f}"
+        lines.append(f"{r.criterion:<22}{r.eligible:>7,}{_pct(r.percent):>8}  {ci:<15}"
+                     f"{r.target:>6.0f}%  {r.status:<13}{r.missing:>15,}")
+    if not audit.has_outcomes:
+        lines.append("(no outcomes export given: final_assessment not evaluated)")
+    if comparison is not None:
+        lines.append("")
+        lines.append(f"{'re-audit':<22}{'before':>8}{'after':>8}  {'change (95% CI)':<24}"
+                     "verdict")
+        for r in comparison.itertuples():
+            ci = "" if math.isnan(r.diff_ci_low) else (
+                f"{r.difference:+5.1f} ({r.diff_ci_low:+.1f} to {r.diff_ci_high:+.1f})")
+            lines.append(f"{r.criterion:<22}{_pct(r.before_percent):>8}"
+                         f"{_pct(r.after_percent):>8}  {ci:<24}{r.change}")
+    lines.append("")
+    lines.append(f"{len(audit.flagged()):,} flagged records (deviations and documentation gaps)"
+                 + (f"; tables written to {out}/" if out else "; write them with --out DIR"))
+    return "\n".join(lines)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     print("outcomes report: not yet available (the report lands with the report issue); "
           f"try: outcomes validate {args.data_dir}/sessions.csv")
     return 0
 
 
-COMMANDS = {"validate": cmd_validate, "sample": cmd_sample, "report": cmd_report}
+COMMANDS = {"validate": cmd_validate, "sample": cmd_sample, "report": cmd_report,
+            "audit": cmd_audit}
 
 
 def _frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:
