@@ -1,0 +1,64 @@
+"""Run the analysis notebooks through a real Jupyter kernel with injected parameters.
+
+Each notebook has one code cell tagged `parameters` (DATA_DIR, PROTOCOL, OUT_DIR). Its
+values are replaced, papermill-style, by a cell of the same tag holding the run's values,
+so a notebook runs on any data without being edited.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS = ["01_data_quality", "02_protocol_compliance", "03_patient_outcomes",
+             "04_research_export"]
+
+
+class NotebookError(Exception):
+    """A notebook failed; the message names the notebook and the cell."""
+
+
+def notebook_dir() -> Path:
+    """The folder of the shipped notebooks (the source tree's `notebooks/`)."""
+    env = os.environ.get("OUTCOMES_NOTEBOOKS")
+    return Path(env) if env else NOTEBOOK_DIR
+
+
+def inject_parameters(nb: nbformat.NotebookNode, params: dict[str, Any]) -> None:
+    """Set the parameters cell's assignments to `params` (values written as repr)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            lines = [f"{k} = {v!r}" for k, v in params.items()]
+            cell.source = "# parameters of this run (injected)\n" + "\n".join(lines)
+            return
+    raise NotebookError("notebook has no cell tagged 'parameters'")
+
+
+def execute_notebook(path: str | Path, params: dict[str, Any], cwd: str | Path | None = None,
+                     timeout: int = 600) -> nbformat.NotebookNode:
+    """Execute one notebook with `params` and return it with its outputs.
+
+    Raises NotebookError naming the notebook, the cell number and the error's last line.
+    """
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    inject_parameters(nb, params)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd or path.parent)}})
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        index = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                      and any(o.get("output_type") == "error" for o in c.get("outputs", []))),
+                     None)
+        last = str(exc).strip().splitlines()
+        ename = next((ln for ln in reversed(last) if ln.strip()), "error")
+        where = f"cell {index + 1}" if index is not None else "a cell"
+        raise NotebookError(f"notebook {path.name} failed in {where}: {ename.strip()}") from None
+    return nb
