@@ -1,0 +1,252 @@
+"""The audit: verdicts on hand-built cases, hand counts on the sample, outputs, re-audit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pandas as pd
+import pytest
+
+from outcomes.audit import compare, run_audit, status_of, summarise
+from outcomes.load import load
+from outcomes.protocol import load_protocol
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+PROTOCOL = load_protocol()
+
+
+def session(**kw) -> dict:
+    """A session that follows the protocol in every respect, with overrides."""
+    base = {"patient_id": "A", "session_date": "2025-01-01", "clinic": "North", "operator": "Dr. A",
+                "indication": "hair_regrowth", "area": "vertex", "energy_start_mj": 25.0,
+                "energy_final_mj": 30.0, "coverage_pct": 8.0, "passes": 2, "pass_wait_min": 7.0,
+                "test_spot": True, "test_spot_wait_min": 5.0, "edema": True, "erythema": True,
+                "endpoint_onset_min": 7.0, "pain_nrs": 3, "cooling_during": True, "post_cooling_min": 10.0,
+                "cosmetics_removed": True, "herpes_prophylaxis": True, "eye_protection": True,
+                "anesthetic_removed_skin_dry": True, "sun_advice_given": True, "ci_isotretinoin": False,
+                "ci_keloid": False, "ci_post_surgical_skin_changes": False, "ci_systemic_steroids": False,
+                "adverse_event": "none", "notes": None}
+    base.update(kw)
+    return base
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    df["session_date"] = pd.to_datetime(df["session_date"]).astype("datetime64[s]")
+    for c in df.columns:
+        if df[c].dtype == object and c not in ("patient_id", "operator", "clinic", "indication",
+                                                 "area", "adverse_event", "notes"):
+            df[c] = df[c].astype("boolean") if c not in ("energy_start_mj",) else df[c]
+    df["session_id"] = [f"s{i}" for i in range(len(df))]
+    df["source_file"] = "x.csv"
+    df["source_row"] = np.arange(2, len(df) + 2)
+    return df
+
+
+def verdict(audit, cid: str) -> list[str]:
+    v = audit.verdicts
+    return v[v["criterion"] == cid].sort_values("unit")["verdict"].astype(str).tolist()
+
+
+def test_verdicts_on_hand_built_sessions():
+    rows = [
+        session(),  # all fine
+        session(session_date="2025-02-05", energy_start_mj=35.0, energy_final_mj=30.0),
+        session(session_date="2025-04-10", energy_start_mj=None, test_spot=False,
+                test_spot_wait_min=None, passes=1, pass_wait_min=None),
+        session(session_date="2025-05-10", edema=None, eye_protection=False, ci_keloid=True,
+                coverage_pct=30.0),
+    ]
+    a = run_audit(frame(rows), PROTOCOL, as_of=pd.Timestamp("2026-01-01"))
+    assert verdict(a, "start_energy") == ["compliant", "deviation", "not documented",
+                                          "compliant"]
+    assert verdict(a, "energy_titration") == ["compliant", "deviation", "not documented",
+                                              "compliant"]
+    # passes = 1: waiting between passes does not apply
+    assert verdict(a, "pass_wait") == ["compliant", "compliant", "not applicable", "compliant"]
+    assert verdict(a, "passes") == ["compliant", "compliant", "deviation", "compliant"]
+    # test spot not done is a deviation even though the wait is (naturally) missing
+    assert verdict(a, "test_spot") == ["compliant", "compliant", "deviation", "compliant"]
+    assert verdict(a, "endpoint") == ["compliant", "compliant", "compliant", "not documented"]
+    assert verdict(a, "pre_checklist")[3] == "deviation"
+    assert verdict(a, "no_contraindication")[3] == "deviation"
+    assert verdict(a, "coverage")[3] == "deviation"
+    # intervals: 35 days, 64 days, 30 days; the first session has none
+    assert verdict(a, "interval") == ["not applicable", "compliant", "deviation", "compliant"]
+    assert verdict(a, "course_length") == ["compliant"]  # 4 sessions, completed
+    # no outcomes given: not evaluated
+    assert verdict(a, "final_assessment") == ["not applicable"]
+    f = a.flagged()
+    row = f[(f["criterion"] == "start_energy") & (f["verdict"] == "deviation")].iloc[0]
+    assert (row["source_file"], row["source_row"], row["observed"]) == ("x.csv", 3, 35.0)
+    assert "above 20–30 mJ" in row["reason"]
+
+
+def test_final_assessment_window():
+    rows = [session(patient_id=p, session_date=d) for p in ("A", "B", "C", "D", "E")
+            for d in ("2025-01-01", "2025-02-01", "2025-03-01")]
+    out = pd.DataFrame({
+        "patient_id": ["A", "B", "C", "E"],
+        # A: 100 days after 2025-03-01 (inside 90–183); B: 60 (too early); C: 200 (too late)
+        # D: none; E: like A
+        "assessment_date": pd.to_datetime(["2025-06-09", "2025-04-30", "2025-09-17",
+                                           "2025-06-09"]).astype("datetime64[s]"),
+        "instrument": "satisfaction", "score": 5.0, "rater": "patient"})
+    a = run_audit(frame(rows), PROTOCOL, outcomes=out, as_of=pd.Timestamp("2026-01-01"))
+    v = a.verdicts[a.verdicts["criterion"] == "final_assessment"]
+    by_patient = dict(zip(a.courses["patient_id"].to_numpy()[v["unit"]], v["verdict"].astype(str),
+                          strict=True))
+    assert by_patient == {"A": "compliant", "B": "deviation", "C": "deviation",
+                          "D": "not documented", "E": "compliant"}
+    # window still open (data end 130 days after the last session): not yet assessable
+    a2 = run_audit(frame(rows), PROTOCOL, outcomes=out, as_of=pd.Timestamp("2025-07-09"))
+    v2 = a2.verdicts[a2.verdicts["criterion"] == "final_assessment"]
+    by2 = dict(zip(a2.courses["patient_id"].to_numpy()[v2["unit"]], v2["verdict"].astype(str),
+                   strict=True))
+    assert by2["A"] == "compliant" and by2["D"] == "not applicable"
+
+
+def test_other_indications_are_not_audited():
+    rows = [session(), session(patient_id="B", indication="acne_scars")]
+    a = run_audit(frame(rows), PROTOCOL)
+    assert a.info["sessions_audited"] == 1 and a.info["sessions_excluded"] == 1
+
+
+def test_status_rules():
+    # 100 % target: met only with no miss; otherwise the interval decides
+    st = status_of(np.array([10, 9, 95, 80, 0]), np.array([10, 10, 100, 100, 0]),
+                   np.array([0.72, 0.6, 0.89, 0.71, 0]), np.array([1, 0.98, 0.98, 0.87, 0]),
+                   np.array([100, 100, 80, 90, 90]))
+    assert st.tolist() == ["met", "not met", "met", "not met", "no data"]
+    assert status_of(np.array([85]), np.array([100]), np.array([0.77]), np.array([0.91]),
+                     np.array([90])).tolist() == ["inconclusive"]
+
+
+# --- the sample: hand counts with plain pandas ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_audit():
+    s = load(SAMPLE / "sessions.csv").data
+    o = load(SAMPLE / "outcomes.csv").data
+    return s, o, run_audit(s, PROTOCOL, o)
+
+
+def test_counts_agree_with_a_hand_count(sample_audit):
+    s, _o, a = sample_audit
+    summary = a.summary().set_index("criterion")
+    hair = s[s["indication"].isna() | (s["indication"] == "hair_regrowth")]
+    e = hair["energy_start_mj"]
+    assert summary.loc["start_energy", "eligible"] == len(hair)
+    assert summary.loc["start_energy", "compliant"] == int(((e >= 20) & (e <= 30)).sum())
+    assert summary.loc["start_energy", "missing"] == int(e.isna().sum())
+    ts = hair["test_spot"].astype("boolean")
+    w = hair["test_spot_wait_min"]
+    ok = (ts == True) & (w >= 5) & (w <= 10)
+    assert summary.loc["test_spot", "compliant"] == int(ok.fillna(False).sum())
+    # intervals by hand: sort, diff within patient/area, gaps over 120 days start a course
+    h = hair.sort_values(["patient_id", "area", "session_date"])
+    gap = h.groupby(["patient_id", "area"])["session_date"].diff().dt.days
+    within = gap[gap <= 120]
+    assert summary.loc["interval", "eligible"] == len(within)
+    assert summary.loc["interval", "compliant"] == int(within.between(28, 42).sum())
+    pct = summary.loc["start_energy", "percent"]
+    assert pct == pytest.approx(100 * summary.loc["start_energy", "compliant"] / len(hair))
+
+
+def test_planted_habits_show_as_the_clinicians_that_fall_short(sample_audit):
+    _s, _o, a = sample_audit
+    by = a.summary("operator").set_index(["criterion", "operator"])["percent"]
+    worst = {cid: by.loc[cid].idxmin() for cid in ("start_energy", "interval", "test_spot")}
+    assert worst == {"start_energy": "Dr. Brandt", "interval": "Dr. Vogt",
+                     "test_spot": "Dr. Lehmann"}
+    assert by.loc[("start_energy", "Dr. Brandt")] < 50
+    assert a.summary().set_index("criterion").loc["start_energy", "status"] == "not met"
+
+
+def test_re_audit_compare_uses_newcombe():
+    before = pd.DataFrame({"criterion": ["x"], "title": ["X"], "eligible": [80],
+                           "compliant": [48], "percent": [60.0], "target": [90.0]})
+    after = pd.DataFrame({"criterion": ["x"], "title": ["X"], "eligible": [70],
+                          "compliant": [56], "percent": [80.0], "target": [90.0]})
+    c = compare(before, after).iloc[0]
+    # Newcombe (1998) Table II example (a): 56/70 − 48/80, method 10: 0.0524 to 0.3339
+    assert c["diff_ci_low"] == pytest.approx(5.24, abs=0.01)
+    assert c["diff_ci_high"] == pytest.approx(33.39, abs=0.01)
+    assert c["change"] == "improved"
+
+
+def test_summaries_by_group_add_up(sample_audit):
+    _s, _o, a = sample_audit
+    total = a.summary().set_index("criterion")
+    for by in ("operator", "clinic", "month"):
+        g = summarise(a.verdicts, PROTOCOL, by=by).groupby("criterion")[
+            ["eligible", "compliant", "missing"]].sum()
+        pd.testing.assert_frame_equal(g.loc[total.index], total[["eligible", "compliant",
+                                                                 "missing"]],
+                                      check_names=False)
+
+
+# --- command line and outputs --------------------------------------------------------------
+
+
+def test_audit_cli_json_and_outputs(tmp_path):
+    out = tmp_path / "audit"
+    res = subprocess.run([sys.executable, "-m", "outcomes.cli", "audit",
+                          str(SAMPLE / "sessions.csv"), "--outcomes", str(SAMPLE / "outcomes.csv"),
+                          "--json", "--out", str(out)], capture_output=True, text=True,
+                         check=False, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    ids = [c["id"] for c in doc["criteria"]]
+    assert ids == [c.id for c in PROTOCOL.criteria]
+    for c in doc["criteria"]:
+        assert {"id", "eligible", "compliant", "percent", "ci_low", "ci_high", "target",
+                "status", "missing"} <= set(c)
+        if c["eligible"]:
+            assert c["ci_low"] <= c["percent"] <= c["ci_high"]
+    for name in ("compliance.csv", "verdicts.csv", "flagged_sessions.csv", "audit.xlsx"):
+        assert (out / name).is_file()
+    flagged = pd.read_csv(out / "flagged_sessions.csv")
+    assert {"source_file", "source_row", "reason", "verdict"} <= set(flagged.columns)
+    wb = openpyxl.load_workbook(out / "audit.xlsx")
+    assert wb.sheetnames[0] == "About"
+    about = {r[0]: r[1] for r in wb["About"].iter_rows(values_only=True)}
+    assert "flexsys-hair-regrowth" in about["Protocol"]
+    assert any("SHA-256" in str(v) for v in about.values())
+    ws = wb["Compliance"]
+    assert ws.freeze_panes == "A2"
+    header = [c.value for c in ws[1]]
+    pct = ws.cell(2, header.index("percent") + 1)
+    assert pct.number_format == "0.0%" and 0 <= pct.value <= 1
+    status = ws.cell(2, header.index("status") + 1)
+    assert status.fill.start_color.rgb.endswith(("C6EFCE", "FFC7CE", "FFEB9C"))
+    assert ws.column_dimensions["B"].width > 10
+
+
+def test_audit_cli_split_and_bad_protocol(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "outcomes.cli", "audit",
+                          str(SAMPLE / "sessions.csv"), "--split", "2025-11-01", "--json"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    comp = json.loads(res.stdout)["comparison"]
+    assert {"criterion", "before_percent", "after_percent", "diff_ci_low", "diff_ci_high",
+            "change"} <= set(comp[0])
+    bad = tmp_path / "p.toml"
+    bad.write_text('id = "x"\ntitle = "x"\nversion = "1"\nindication = "h"\n'
+                   '[[criteria]]\nid = "a"\nrule = "magic"\ntarget = 90\n')
+    res = subprocess.run([sys.executable, "-m", "outcomes.cli", "audit",
+                          str(SAMPLE / "sessions.csv"), "--protocol", str(bad)],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 1 and "unknown rule 'magic'" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "outcomes.cli", "audit",
+                          str(SAMPLE / "sessions.csv"), "--since", "01.02.2025"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 2 and "YYYY-MM-DD" in res.stderr
