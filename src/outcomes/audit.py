@@ -503,8 +503,11 @@ def about_rows(audit: Audit, files: pd.DataFrame | None = None) -> list[tuple[st
 
 
 def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = None,
-                comparison: pd.DataFrame | None = None) -> dict[str, Path]:
-    """compliance.csv, verdicts.csv, flagged_sessions.csv and audit.xlsx in out_dir."""
+                comparison: pd.DataFrame | None = None, csv: bool = True) -> dict[str, Path]:
+    """audit.xlsx in out_dir, and (with csv) compliance.csv, verdicts.csv, flagged_sessions.csv.
+
+    The full verdict table goes to CSV only: it can outgrow what Excel opens.
+    """
     from outcomes.files import write_atomic
     from outcomes.workbook import write_workbook
 
@@ -512,14 +515,14 @@ def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = 
     out.mkdir(parents=True, exist_ok=True)
     summary = audit.summary()
     flagged = audit.flagged()
-    paths = {
-        "compliance": write_atomic(out / "compliance.csv",
-                                   lambda t: summary.to_csv(t, index=False)),
-        "verdicts": write_atomic(out / "verdicts.csv",
-                                 lambda t: verdict_records(audit).to_csv(t, index=False)),
-        "flagged_sessions": write_atomic(out / "flagged_sessions.csv",
-                                         lambda t: flagged.to_csv(t, index=False)),
-    }
+    paths: dict[str, Path] = {}
+    if csv:
+        paths["compliance"] = write_atomic(out / "compliance.csv",
+                                           lambda t: summary.to_csv(t, index=False))
+        paths["verdicts"] = write_atomic(out / "verdicts.csv",
+                                         lambda t: verdict_records(audit).to_csv(t, index=False))
+        paths["flagged_sessions"] = write_atomic(out / "flagged_sessions.csv",
+                                                 lambda t: flagged.to_csv(t, index=False))
     sheets = {"Compliance": summary, "By clinician": audit.summary("operator"),
               "By clinic": audit.summary("clinic"),
               "By month": audit.summary("month").assign(month=lambda d: d["month"].astype(str)),

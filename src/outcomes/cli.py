@@ -23,6 +23,7 @@ import pandas as pd
 from outcomes import __version__
 from outcomes.files import write_atomic
 from outcomes.load import LoadError, LoadResult, combine, load, read_mapping
+from outcomes.notebooks import NotebookError
 
 
 class UsageError(Exception):
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"outcomes {args.command}: {exc}", file=sys.stderr)
         return 2
-    except LoadError as exc:
+    except (LoadError, NotebookError) as exc:
         print(f"outcomes {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -292,8 +293,12 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    print("outcomes report: not yet available (the report lands with the report issue); "
-          f"try: outcomes validate {args.data_dir}/sessions.csv")
+    from outcomes.report import build_report
+
+    result = build_report(args.data_dir, args.protocol, args.out)
+    print(f"report written to {result.html}")
+    print(f"workbook written to {result.workbook}")
+    print(f"({result.timings['total']:.1f} s)")
     return 0
 
 

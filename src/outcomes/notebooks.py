@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+if TYPE_CHECKING:  # nbformat takes a second to import; the CLI loads it only for reports
+    import nbformat
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = ["01_data_quality", "02_protocol_compliance", "03_patient_outcomes",
@@ -46,6 +45,10 @@ def execute_notebook(path: str | Path, params: dict[str, Any], cwd: str | Path |
 
     Raises NotebookError naming the notebook, the cell number and the error's last line.
     """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     inject_parameters(nb, params)
