@@ -65,6 +65,20 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--compare-to", metavar="EARLIER",
                    help="re-audit: compare with an earlier export of sessions (same mapping)")
 
+    e = sub.add_parser("export", help="de-identified research export")
+    e.add_argument("sessions", metavar="SESSIONS")
+    e.add_argument("--outcomes", metavar="F")
+    e.add_argument("--mapping", metavar="M")
+    e.add_argument("--outcomes-mapping", metavar="M")
+    e.add_argument("--key-file", metavar="K", default=None,
+                   help="secret key (32+ bytes) for the pseudonyms; never written to the output")
+    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--keep", action="append", default=[], metavar="COLUMN",
+                   help="keep this column that the schema does not know (repeatable)")
+    e.add_argument("--threshold", type=int, default=8, metavar="N",
+                   help="counts 1..N-1 in aggregate tables are shown as <N (default 8)")
+    e.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
+
     r = sub.add_parser("report", help="run the notebooks and write report.html and audit.xlsx")
     r.add_argument("data_dir", nargs="?", default="data/sample", metavar="DATA_DIR")
     r.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
@@ -292,6 +306,18 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
     return "\n".join(lines)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from outcomes.export import export_text, run_export_command
+
+    if args.threshold < 2:
+        raise UsageError("--threshold must be at least 2")
+    manifest = run_export_command(args.sessions, args.outcomes, args.mapping,
+                                  args.outcomes_mapping, args.key_file, args.out, args.keep,
+                                  args.threshold, args.protocol)
+    print(export_text(manifest, args.out))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from outcomes.report import build_report
 
@@ -303,7 +329,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "sample": cmd_sample, "report": cmd_report,
-            "audit": cmd_audit}
+            "audit": cmd_audit, "export": cmd_export}
 
 
 def _frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:
