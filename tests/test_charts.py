@@ -1,0 +1,583 @@
+"""Charts and notebooks: what is drawn, not only that a figure exists.
+
+Bands must sit at the protocol's numbers, one mark per clinician / criterion / course,
+axis labels carry units, the p-chart marks exactly the months `p_chart` flags, the funnel
+curves are `funnel_limits`. The notebooks run end to end on the sample and on a small
+generated data set, through a real kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle, StepPatch
+
+from outcomes import stats
+from outcomes.audit import run_audit
+from outcomes.charts import compliance as cc
+from outcomes.charts import quality as cq
+from outcomes.dataset import load_data_dir
+from outcomes.protocol import load_protocol
+from outcomes.sample import HABITS
+from outcomes.schema import CONTRAINDICATIONS, PRE_CHECKLIST
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+NOTEBOOKS = ROOT / "notebooks"
+UNIT = re.compile(r"\([^)]*\)")  # an axis label names its unit in brackets
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def protocol():
+    return load_protocol("flexsys-hair-regrowth")
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return load_data_dir(SAMPLE)
+
+
+@pytest.fixture(scope="module")
+def audit(ds, protocol):
+    return run_audit(ds.sessions.data, protocol, ds.outcomes_data)
+
+
+@pytest.fixture(scope="module")
+def tables(audit):
+    return {"summary": audit.summary(), "by_operator": audit.summary("operator"),
+            "monthly": audit.summary("month")}
+
+
+def clinicians(sessions: pd.DataFrame) -> set[str]:
+    return set(sessions["operator"].astype("string").fillna("(not recorded)"))
+
+
+def band(ax) -> tuple[float, float]:
+    """Edges of the protocol band (the shaded span labelled 'protocol …') on an axes."""
+    spans = [p for p in ax.patches if isinstance(p, Rectangle)
+             and str(p.get_label()).startswith(("protocol", "start energy protocol"))]
+    assert len(spans) == 1, [p.get_label() for p in ax.patches][:5]
+    r = spans[0]
+    return r.get_x(), r.get_x() + r.get_width()
+
+
+def bars(ax) -> list[Rectangle]:
+    return [p for p in ax.patches if isinstance(p, Rectangle)
+            and not str(p.get_label()).startswith(("protocol", "start energy protocol"))
+            and p.get_height() > 0 and p.get_width() > 0]
+
+
+def texts(fig: Figure) -> str:
+    parts = [fig.get_suptitle(), flat(fig.get_supxlabel())]
+    for ax in fig.axes:
+        parts += [ax.get_title(), ax.get_title("left"), ax.get_xlabel(), ax.get_ylabel()]
+        parts += [t.get_text() for t in ax.texts]
+    return "\n".join(parts)
+
+
+def flat(text: str) -> str:
+    """Text with line breaks and runs of spaces made single spaces (notes are wrapped)."""
+    return " ".join(text.split())
+
+
+def has_unit(label: str) -> bool:
+    return bool(UNIT.search(label))
+
+
+# --------------------------------------------------------------------------- energy
+
+
+def test_start_energy_band_rows_and_units(audit, protocol):
+    fig = cc.start_energy_by_clinician(audit.sessions, protocol)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    p = protocol.criterion("start_energy").params
+    assert band(ax) == (p["min"], p["max"])
+    names = [t.get_text().split("\n")[0] for t in ax.get_yticklabels()]
+    assert set(names) == clinicians(audit.sessions)
+    assert "(mJ)" in ax.get_xlabel()
+    assert "Starting energy" in fig.get_suptitle() and "20–30 mJ" in fig.get_suptitle()
+    # worst clinician on top: the sample's high starter
+    assert names[0] == HABITS["high_start_energy"]
+    # every documented session is drawn (the sample is below the sampling cap)
+    n_points = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+    assert n_points == audit.sessions["energy_start_mj"].notna().sum()
+
+
+def test_energy_titration_marks_step_downs(audit, protocol):
+    fig = cc.energy_titration(audit.sessions, protocol)
+    ax, ax2 = fig.axes[:2]
+    lo, hi = protocol.criterion("start_energy").params["min"], \
+        protocol.criterion("start_energy").params["max"]
+    assert band(ax) == (lo, hi)
+    assert "(mJ)" in ax.get_xlabel() and "(mJ)" in ax.get_ylabel()
+    s = audit.sessions
+    both = s["energy_start_mj"].notna() & s["energy_final_mj"].notna()
+    down = (s["energy_final_mj"] < s["energy_start_mj"]).fillna(False) & both
+    step_bars = bars(ax2)
+    assert sum(b.get_height() for b in step_bars) == both.sum()
+    red = [b for b in step_bars if b.get_label() == "stepped down" or b.get_hatch()]
+    assert sum(b.get_height() for b in red) == down.sum()
+
+
+def test_energy_vs_pain_labels(audit, protocol):
+    fig = cc.energy_vs_pain(audit.sessions, protocol)
+    ax = fig.axes[0]
+    assert "(mJ)" in ax.get_xlabel() and "NRS 0–10" in ax.get_ylabel()
+    assert "fluence is too high" in flat(fig.get_supxlabel())
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def test_interval_histogram_band_and_counts(audit, protocol):
+    fig = cc.interval_distribution(audit.sessions, protocol)
+    ax = fig.axes[0]
+    p = protocol.criterion("interval").params
+    assert band(ax) == (p["min"], p["max"])
+    assert "(days)" in ax.get_xlabel() and has_unit(ax.get_ylabel())
+    days = audit.sessions["days_since_previous"].dropna()
+    assert sum(b.get_height() for b in bars(ax)) == len(days)
+    assert "4-6 weeks" in flat(fig.get_supxlabel())
+
+
+def test_interval_by_clinician(audit, protocol):
+    fig = cc.interval_by_clinician(audit.sessions, protocol)
+    ax = fig.axes[0]
+    assert band(ax) == (28, 42)
+    names = [t.get_text().split("\n")[0] for t in ax.get_yticklabels()]
+    assert names[0] == HABITS["long_intervals"]
+
+
+def test_course_timeline_picks_longest_gaps(audit, protocol):
+    s = audit.sessions
+    fig = cc.course_timeline(s, protocol, max_courses=12)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 12
+    per = pd.DataFrame({"gap": s.groupby("course_id")["days_since_previous"].max()
+                        .astype(float).fillna(-1), "n": s.groupby("course_id").size()})
+    top = per.reset_index().sort_values(["gap", "n", "course_id"],
+                                        ascending=[False, False, True]).head(12)
+    # every course shown has a gap at least as long as any course left out
+    assert top["gap"].min() >= per["gap"].drop(top["course_id"]).max()
+    # one dot per session of the chosen courses, one row per course
+    dots = next(ln for ln in ax.get_lines() if ln.get_label() == "session")
+    assert len(dots.get_xdata()) == top["n"].sum()
+    assert len(set(dots.get_ydata())) == 12
+    assert f"12 of {len(per):,} courses" in flat(fig.get_supxlabel())
+    assert "(days)" in ax.get_xlabel()
+    # default cap
+    fig = cc.course_timeline(s, protocol)
+    assert len(fig.axes[0].get_yticklabels()) == min(cc.MAX_COURSES, len(per))
+
+
+def test_sessions_per_course(audit, protocol):
+    fig = cc.sessions_per_course(audit.courses, protocol)
+    ax = fig.axes[0]
+    p = protocol.criterion("course_length").params
+    # whole-number bars: the band covers the bars of min … max (half a unit either side)
+    assert band(ax) == (p["min"] - 0.5, p["max"] + 0.5)
+    done = audit.courses["completed"].fillna(False).astype(bool)
+    assert sum(b.get_height() for b in bars(ax)) == done.sum()
+    assert "(number)" in ax.get_xlabel() and "(count)" in ax.get_ylabel()
+
+
+# --------------------------------------------------------------------------- technique, endpoint
+
+
+def test_technique_panels_bands(audit, protocol):
+    fig = cc.technique(audit.sessions, protocol)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4
+    expected = {
+        "coverage": protocol.criterion("coverage").params,
+        "passes": protocol.criterion("passes").params,
+        "pass_wait": protocol.criterion("pass_wait").params,
+        "post_cooling": protocol.criterion("post_cooling").params,
+    }
+    got = [band(ax) for ax in axes]
+    assert got[0] == (expected["coverage"]["min"], expected["coverage"]["max"])
+    assert got[1] == (expected["passes"]["min"] - 0.5, expected["passes"]["max"] + 0.5)
+    assert got[2] == (expected["pass_wait"]["min"], expected["pass_wait"]["max"])
+    assert got[3] == (expected["post_cooling"]["min"], expected["post_cooling"]["max"])
+    for ax in axes:
+        assert has_unit(ax.get_xlabel()) and has_unit(ax.get_ylabel())
+    assert "(%)" in axes[0].get_xlabel() and "(min)" in axes[2].get_xlabel()
+
+
+def test_endpoint_rates_and_onset_band(audit, protocol):
+    fig = cc.endpoint_observations(audit.sessions, protocol)
+    ax, ax2 = fig.axes[:2]
+    assert len(bars(ax)) == 3  # edema, erythema, both
+    assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["Edema", "Erythema"]
+    targets = [ln.get_xdata()[0] for ln in ax.get_lines() if "target" in str(ln.get_label())]
+    assert targets == [protocol.criterion("endpoint").target]
+    p = protocol.criterion("endpoint_onset").params
+    assert band(ax2) == (p["min"], p["max"])
+    assert "(min)" in ax2.get_xlabel() and "(%" in ax.get_xlabel()
+
+
+def test_endpoint_both_bar_is_the_audit_figure(audit, protocol, tables):
+    fig = cc.endpoint_observations(audit.sessions, protocol)
+    both = bars(fig.axes[0])[-1].get_width()
+    summary = tables["summary"].set_index("criterion")
+    assert both == pytest.approx(summary.loc["endpoint", "percent"])
+
+
+def test_test_spot_by_clinician(audit, protocol):
+    fig = cc.test_spot_by_clinician(audit.sessions, protocol)
+    ax, ax2 = fig.axes[:2]
+    names = [t.get_text().split("\n")[0] for t in ax.get_yticklabels()]
+    assert set(names) == clinicians(audit.sessions)
+    assert names[0] == HABITS["skips_test_spot"]
+    assert band(ax2) == (5, 10)
+    # each clinician's stacked bar adds up to 100 %
+    stacks: dict[float, float] = {}
+    for b in bars(ax):
+        stacks[round(b.get_y(), 6)] = stacks.get(round(b.get_y(), 6), 0) + b.get_width()
+    assert len(stacks) == len(names)
+    assert all(abs(v - 100) < 1e-6 for v in stacks.values())
+
+
+def test_checklist_and_contraindication_items(audit, protocol):
+    fig = cc.checklist_items(audit.sessions, protocol)
+    ax, ax2 = fig.axes[:2]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == len(PRE_CHECKLIST) + 1  # + sun advice
+    img = next(a for a in ax2.get_images() if isinstance(a, AxesImage))
+    assert img.get_array().shape == (len(PRE_CHECKLIST) + 1, len(clinicians(audit.sessions)))
+    table = cc.item_table(audit.sessions, PRE_CHECKLIST)
+    s = audit.sessions
+    assert table.loc[0, "as_protocol"] == (s["cosmetics_removed"] == True).sum()
+    fig = cc.contraindication_items(audit.sessions, protocol)
+    ax = fig.axes[0]
+    assert len(ax.get_yticklabels()) == len(CONTRAINDICATIONS)
+    assert "(%)" in ax.get_xlabel()
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def test_compliance_summary_one_row_per_criterion(tables, protocol):
+    summary = tables["summary"]
+    fig = cc.compliance_summary(summary, protocol)
+    ax = fig.axes[0]
+    eligible = summary[summary["eligible"] > 0]
+    assert len(ax.get_yticklabels()) == len(eligible)
+    first = ax.get_yticklabels()[0].get_text().split("\n")[0]
+    assert first == eligible.sort_values("percent")["title"].iloc[0]
+    targets = next(c for c in ax.collections if c.get_label() == "target")
+    ordered = eligible.sort_values("percent", kind="stable")
+    np.testing.assert_allclose(targets.get_offsets()[:, 0], ordered["target"])
+    assert "%" in ax.get_xlabel()
+
+
+# --------------------------------------------------------------------------- p-chart
+
+
+def _monthly(counts: list[tuple[int, int]], criterion: str = "start_energy") -> pd.DataFrame:
+    months = pd.period_range("2025-01", periods=len(counts), freq="M")
+    return pd.DataFrame({"criterion": criterion, "month": months,
+                         "eligible": [n for n, _ in counts], "compliant": [k for _, k in counts]})
+
+
+def test_p_chart_marks_exactly_the_flagged_months(protocol):
+    counts = [(50, 42), (50, 44), (50, 43), (50, 20), (50, 45), (50, 41), (50, 49), (50, 42),
+              (60, 51), (40, 34), (50, 44), (50, 43)]
+    monthly = _monthly(counts)
+    pc = stats.p_chart(pd.Series([k for _, k in counts]), pd.Series([n for n, _ in counts]))
+    assert pc["signal"].sum() >= 1
+    fig = cc.compliance_over_time(monthly, protocol, "start_energy")
+    ax = fig.axes[0]
+    sig = next(c for c in ax.collections if c.get_gid() == "p-chart-signal")
+    marked = sig.get_offsets()
+    flagged = np.flatnonzero(pc["signal"].to_numpy())
+    np.testing.assert_array_equal(marked[:, 0], flagged)
+    np.testing.assert_allclose(marked[:, 1], 100 * pc["p"].to_numpy()[flagged])
+    steps = {p.get_gid(): p for p in ax.patches if isinstance(p, StepPatch)}
+    np.testing.assert_allclose(steps["p-chart-ucl"].get_data().values, 100 * pc["ucl"])
+    np.testing.assert_allclose(steps["p-chart-lcl"].get_data().values, 100 * pc["lcl"])
+    assert "Anhøj" in flat(fig.get_supxlabel())
+    assert "%" in ax.get_ylabel()
+    assert ("SIGNAL" in flat(fig.get_supxlabel())) == bool(pc["runs_signal"].iloc[0])
+    # target line from the protocol
+    targets = [ln for ln in ax.get_lines() if str(ln.get_label()).startswith("target")]
+    assert targets[0].get_ydata()[0] == protocol.criterion("start_energy").target
+
+
+def test_p_chart_on_audit_fills_empty_months(tables, protocol):
+    monthly = tables["monthly"]
+    pc = cc.monthly_p_chart(monthly, "start_energy")
+    months = pd.PeriodIndex(monthly["month"].astype(str), freq="M")
+    assert len(pc) == (months.max() - months.min()).n + 1
+    fig = cc.compliance_over_time(monthly, protocol, "start_energy")
+    sig = next(c for c in fig.axes[0].collections if c.get_gid() == "p-chart-signal")
+    assert len(sig.get_offsets()) == int(pc["signal"].sum())
+
+
+def test_over_time_overview_small_multiples(tables, protocol):
+    fig = cc.compliance_over_time_overview(tables["monthly"], protocol)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == len(protocol.criteria)
+    for ax, c in zip(visible, protocol.criteria):
+        assert ax.get_title("left").startswith(c.title[:20])
+
+
+# --------------------------------------------------------------------------- clinicians
+
+
+def test_funnel_curves_points_and_labels(tables, protocol):
+    by = tables["by_operator"]
+    fig = cc.clinician_funnel(by, protocol, "start_energy")
+    ax = fig.axes[0]
+    t = cc.funnel_table(by, "start_energy")
+    p0 = t["compliant"].sum() / t["eligible"].sum()
+    lines = {ln.get_gid(): ln for ln in ax.get_lines() if ln.get_gid()}
+    for level, tag in ((0.95, "95"), (0.998, "998")):
+        low, high = lines[f"funnel-{tag}-low"], lines[f"funnel-{tag}-high"]
+        n = low.get_xdata()
+        lo, hi = stats.funnel_limits(p0, n, level)
+        np.testing.assert_allclose(low.get_ydata(), 100 * lo)
+        np.testing.assert_allclose(high.get_ydata(), 100 * hi)
+        big = n >= 10  # the exact, interpolated limits wiggle by a hair at small n
+        assert np.all(np.diff(low.get_ydata()[big]) >= -0.1)
+        assert np.all(np.diff(high.get_ydata()[big]) <= 0.1)
+        assert low.get_ydata()[-1] < low.get_ydata()[big][0] + 100  # sanity
+        assert low.get_ydata()[big][-1] > low.get_ydata()[big][0]
+        assert high.get_ydata()[big][-1] < high.get_ydata()[big][0]
+    pts = [c for c in ax.collections if str(c.get_gid()).startswith("funnel-points")]
+    assert sum(len(c.get_offsets()) for c in pts) == len(t) == len(clinicians_of(by))
+    names = " ".join(a.get_text() for a in ax.texts)
+    for name in clinicians_of(by):
+        assert name in names
+    below = next(c for c in pts if c.get_gid() == "funnel-points-below the 99.8 % limit")
+    inside = [c for c in pts if c.get_gid() != below.get_gid()]
+    # not by colour alone: the outlier's marker differs from the others'
+    assert all(below.get_paths()[0] != c.get_paths()[0] for c in inside)
+    brandt = t[t["operator"] == HABITS["high_start_energy"]].iloc[0]
+    np.testing.assert_allclose(below.get_offsets()[0], [brandt["eligible"], brandt["percent"]])
+    assert "(n)" in ax.get_xlabel() and "%" in ax.get_ylabel()
+
+
+def test_funnel_full_marks_are_not_outliers():
+    """17 of 17 when everyone is near 100 %: the interpolated limit is a hair below 100 %,
+    but the exact tail says it is ordinary, so it is not flagged."""
+    by = pd.DataFrame({"criterion": "x", "operator": ["A", "B", "C", "D"],
+                       "eligible": [17, 30, 200, 40], "compliant": [17, 29, 193, 10]})
+    by["percent"] = 100 * by["compliant"] / by["eligible"]
+    t = cc.funnel_table(by, "x").set_index("operator")
+    assert t.loc["A", "percent"] > t.loc["A", "high998"]  # beyond the drawn curve …
+    assert t.loc["A", "position"] == "within the limits"  # … but not an outlier
+    assert t.loc["D", "position"] == "below the 99.8 % limit"
+
+
+def clinicians_of(by: pd.DataFrame) -> set[str]:
+    return set(by["operator"].astype(str))
+
+
+def test_funnel_criteria_picks_the_habits(tables):
+    picked = cc.funnel_criteria(tables["by_operator"], k=3)
+    assert len(picked) == 3 and "start_energy" in picked or "test_spot" in picked
+
+
+def test_heatmap_rows_columns_and_order(tables, protocol):
+    by, summary = tables["by_operator"], tables["summary"]
+    fig = cc.clinician_heatmap(by, summary, protocol)
+    ax = fig.axes[0]
+    img = ax.get_images()[0]
+    eligible = summary[summary["eligible"] > 0].sort_values("percent", kind="stable")
+    ops = sorted(clinicians_of(by))
+    assert img.get_array().shape == (len(eligible), len(ops) + 1)
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows[0].startswith(eligible["title"].iloc[0])
+    # the numbers are written in the cells
+    numbers = [t for t in ax.texts if re.fullmatch(r"\d+|–", t.get_text())]
+    assert len(numbers) == len(eligible) * (len(ops) + 1)
+    row = rows.index(next(r for r in rows if r.startswith("Starting energy")))
+    col = ops.index(HABITS["high_start_energy"])
+    value = float(img.get_array()[row, col])
+    expect = by[(by["criterion"] == "start_energy")
+                & (by["operator"].astype(str) == HABITS["high_start_energy"])]["percent"]
+    assert value == pytest.approx(float(expect.iloc[0]))
+
+
+# --------------------------------------------------------------------------- data quality
+
+
+def test_quality_charts(ds):
+    files = ds.files()
+    fig = cq.row_accounting(files)
+    ax = fig.axes[0]
+    assert len(ax.get_yticklabels()) == len(files)
+    loaded = [b for b in bars(ax) if b.get_label() == "loaded" or not b.get_hatch()]
+    assert sorted(b.get_width() for b in loaded) == sorted(files["rows_loaded"])
+    assert "(count)" in ax.get_xlabel()
+
+    rej = ds.rejections()
+    fig = cq.rejections_by_reason(rej)
+    ax = fig.axes[0]
+    table = cq.reason_table(rej)
+    assert len(bars(ax)) == len(table)
+    assert sum(b.get_width() for b in bars(ax)) == rej["row"].groupby(rej["file"]).nunique().sum()
+
+    data = ds.sessions.data
+    fig = cq.missing_by_field(data, "sessions")
+    ax = fig.axes[0]
+    table = cq.missing_table(data, "sessions")
+    assert len(ax.get_yticklabels()) == len(table)
+    assert "(%" in ax.get_xlabel()
+    worst = table.iloc[0]
+    assert worst["Missing"] == data[worst["Field"]].isna().sum()
+
+    fig = cq.missing_by_clinician(data)
+    names = [t.get_text().split("\n")[0] for t in fig.axes[0].get_yticklabels()]
+    assert names[0] == HABITS["poor_documentation"]
+
+
+def test_quality_chart_without_rejections():
+    empty = pd.DataFrame(columns=["file", "row", "field", "value", "reason"])
+    fig = cq.rejections_by_reason(empty)
+    assert "No row was rejected" in texts(fig)
+
+
+# --------------------------------------------------------------------------- words
+
+
+def test_headlines_name_the_habits(audit):
+    from outcomes.summary_text import headlines, step_findings
+
+    lines = headlines(audit)
+    text = "\n".join(lines)
+    assert any(ln.startswith("Followed least:") for ln in lines)
+    for habit in ("high_start_energy", "long_intervals", "skips_test_spot",
+                  "poor_documentation"):
+        assert HABITS[habit] in text
+    energy = next(ln for ln in lines if ln.startswith("Starting energy"))
+    assert HABITS["high_start_energy"] in energy and HABITS["compliant"] not in energy
+    f = step_findings(audit)
+    assert HABITS["long_intervals"] in f.set_index("criterion").loc["interval", "below_998"]
+
+
+# --------------------------------------------------------------------------- large data
+
+
+def test_large_data_is_sampled_and_quick(audit, protocol):
+    import time
+
+    s = audit.sessions
+    big = pd.concat([s] * 180, ignore_index=True)  # about 200,000 sessions
+    big["course_id"] = big["course_id"] + ":" + (np.arange(len(big)) // len(s)).astype(str)
+    start = time.perf_counter()
+    fig = cc.start_energy_by_clinician(big, protocol)
+    points = sum(len(c.get_offsets()) for c in fig.axes[0].collections
+                 if isinstance(c, PathCollection))
+    assert points == cc.MAX_POINTS
+    assert "random sample of 5,000" in flat(fig.get_supxlabel())
+    fig = cc.course_timeline(big, protocol)
+    assert len(fig.axes[0].get_yticklabels()) == cc.MAX_COURSES
+    assert f"{cc.MAX_COURSES} of" in flat(fig.get_supxlabel())
+    for f in (cc.interval_distribution, cc.technique, cc.energy_titration, cc.checklist_items):
+        f(big, protocol)
+    assert time.perf_counter() - start < 20
+
+
+def test_no_pyplot():
+    for name in ("compliance.py", "quality.py"):
+        src = (ROOT / "src" / "outcomes" / "charts" / name).read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(import matplotlib\.pyplot|from matplotlib import pyplot"
+                             r"|from matplotlib\.pyplot)", src, re.MULTILINE)
+
+
+# --------------------------------------------------------------------------- notebooks
+
+HEADINGS = {
+    "01_data_quality": ["Input files", "Rejected rows", "Warnings", "Unknown columns",
+                        "Missing values per field"],
+    "02_protocol_compliance": ["Summary", "Energy settings", "Treatment intervals", "Technique",
+                               "Endpoint observations", "Test spot", "Checklists",
+                               "Contraindications", "Compliance summary",
+                               "Compliance over time", "Clinicians", "Flagged sessions"],
+}
+IMAGES = {"01_data_quality": 4, "02_protocol_compliance": 21}
+
+
+def test_notebooks_stored_clean():
+    for name, headings in HEADINGS.items():  # plain JSON: nbformat's validator is slow to load
+        nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))
+        assert nb["nbformat"] == 4
+        cells = [{**c, "source": "".join(c["source"])} for c in nb["cells"]]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+        tagged = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+        assert len(tagged) == 1
+        assert tagged[0]["source"].splitlines() == ['DATA_DIR = "../data/sample"',
+                                                    'PROTOCOL = "flexsys-hair-regrowth"',
+                                                    'OUT_DIR = "../report"']
+        assert cells[0]["cell_type"] == "markdown" and cells[0]["source"].startswith("# ")
+        assert "%matplotlib inline" in code[1]["source"]
+        assert "run_audit(ds.sessions.data, protocol, ds.outcomes_data)" in code[1]["source"]
+        heads = [ln[3:] for c in cells if c["cell_type"] == "markdown"
+                 for ln in c["source"].splitlines() if ln.startswith("## ")]
+        assert heads == headings
+        # every section opens with a lead of its own, not just a heading
+        for c in cells:
+            if c["cell_type"] == "markdown" and c["source"].startswith("## "):
+                assert len(c["source"].split("\n", 1)[-1].split()) >= 25
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Both notebooks on the sample and on a small generated data set, run side by side."""
+    from outcomes.notebooks import execute_notebook
+    from outcomes.sample import write_sample
+
+    base = tmp_path_factory.mktemp("notebooks")
+    small = base / "d"
+    write_sample(small, patients=40, seed=3)
+    jobs = []
+    for label, data in (("sample", SAMPLE), ("small", small)):
+        for name in HEADINGS:
+            out = base / f"{label}-{name}"
+            out.mkdir()
+            jobs.append((label, name, data, out))
+
+    def run(job):
+        label, name, data, out = job
+        params = {"DATA_DIR": str(Path(data).resolve()), "PROTOCOL": "flexsys-hair-regrowth",
+                  "OUT_DIR": str(out)}
+        return (label, name), (execute_notebook(NOTEBOOKS / f"{name}.ipynb", params, cwd=out),
+                               out)
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return dict(pool.map(run, jobs))
+
+
+@pytest.mark.parametrize("label", ["sample", "small"])
+@pytest.mark.parametrize("name", list(HEADINGS))
+def test_notebook_runs(executed, label, name):
+    nb, out = executed[(label, name)]
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    heads = [ln[3:] for c in nb.cells if c.cell_type == "markdown"
+             for ln in c.source.splitlines() if ln.startswith("## ")]
+    assert heads == HEADINGS[name]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == IMAGES[name]
+    written = "rejected_rows.csv" if name.startswith("01") else "flagged_sessions.csv"
+    assert (out / written).is_file()
+    if name.startswith("02"):
+        md = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
+        assert md and md[0].startswith("- The audit covers")
