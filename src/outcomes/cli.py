@@ -263,6 +263,9 @@ def audit_json(audit: Any, summary: pd.DataFrame, ds: Any,
         "info": audit.info,
         "inputs": [r.summary() for r in ds.results()],
     }
+    from outcomes.results import outcomes_json
+
+    out["outcomes"] = outcomes_json(audit, ds.outcomes_data)
     if comparison is not None:
         out["comparison"] = _nan_to_none(_frame_records(comparison))
     return out

@@ -162,7 +162,7 @@ def final_results_chart(windows: pd.DataFrame, summary: pd.DataFrame,
                      f"{_pct(row.improved)} (95 % CI {_pct(row.improved_ci_low)}–"
                      f"{_pct(row.improved_ci_high)})")
             if improved.any():
-                head += f"\nshaded: improved = {ins.improved_text.split(' (')[0]}"
+                head += f"\nshaded: {ins.improved_text.split(' (')[0]}"
         else:
             ax.hist(x, bins=min(30, max(5, int(np.sqrt(max(x.size, 1))))),
                     color=PALETTE["sky"], edgecolor="white", zorder=2)
