@@ -52,7 +52,9 @@ def execute_notebook(path: str | Path, params: dict[str, Any], cwd: str | Path |
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     inject_parameters(nb, params)
+    # the kernel's start-up warnings are not for the reader of a report
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
                             resources={"metadata": {"path": str(cwd or path.parent)}})
     try:
         client.execute()

@@ -1,0 +1,114 @@
+"""The report end to end: `outcomes report` as a subprocess, the HTML checked as a reader sees it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from outcomes.notebooks import NOTEBOOKS
+from outcomes.sample import write_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+NB_DIR = ROOT / "notebooks"
+
+
+def run_report(*args: str, env: dict | None = None, cwd: Path | None = None):
+    import os
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "outcomes.cli", "report", *args],
+                          capture_output=True, text=True, check=False, env=full_env,
+                          cwd=cwd or ROOT, timeout=900)
+
+
+def headings(level: str = "## ") -> list[str]:
+    out = []
+    for name in NOTEBOOKS:
+        nb = json.loads((NB_DIR / f"{name}.ipynb").read_text(encoding="utf-8"))
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "markdown":
+                src = "".join(cell["source"])
+                out += [ln[len(level):].strip() for ln in src.splitlines()
+                        if ln.startswith(level)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    res = run_report(str(SAMPLE), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    return out, res
+
+
+def test_report_html_is_complete_and_standalone(sample_report):
+    out, res = sample_report
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "report written to" in res.stdout
+    # every section heading of every notebook is in the report, and in the contents list
+    nav = page[page.index("<nav>"):page.index("</nav>")]
+    for h in headings("# ") + headings("## "):
+        text = re.sub(r"[*_`]", "", h)
+        assert text.split("(")[0].strip()[:30] in page, h
+    assert nav.count("<a href=") >= len(headings("## "))
+    # charts embedded as images; nothing fetched from a network
+    images = re.findall(r'<img [^>]*src="data:image/png;base64,', page)
+    assert len(images) >= 20
+    assert not re.search(r'(src|href)="https?://', page)
+    assert "<script" not in page
+    # no code and no error output shown
+    assert "load_data_dir(" not in page and "import " not in page
+    assert "Traceback" not in page
+    assert 'class="ansi' not in page
+    # what it was made from
+    sha = hashlib.sha256((SAMPLE / "sessions.csv").read_bytes()).hexdigest()
+    assert sha in page
+    assert "flexsys-hair-regrowth" in page and "version 1.0" in page
+    from outcomes import __version__
+    assert f"outcomes {__version__}" in page
+    assert "sessions.csv" in page and "outcomes.csv" in page
+
+
+def test_workbook_beside_the_report(sample_report):
+    out, _ = sample_report
+    wb = openpyxl.load_workbook(out / "audit.xlsx", read_only=True)
+    assert wb.sheetnames[:2] == ["About", "Compliance"]
+    assert "Flagged sessions" in wb.sheetnames
+
+
+def test_report_on_another_small_data_set(tmp_path):
+    data = tmp_path / "data"
+    write_sample(data, patients=40, seed=3)
+    res = run_report(str(data), "--out", str(tmp_path / "r"))
+    assert res.returncode == 0, res.stderr
+    page = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert "Traceback" not in page and page.count("data:image/png") >= 10
+
+
+def test_failing_notebook_names_notebook_and_cell(tmp_path):
+    nbs = tmp_path / "nbs"
+    shutil.copytree(NB_DIR, nbs)
+    nb = json.loads((nbs / "02_protocol_compliance.ipynb").read_text(encoding="utf-8"))
+    nb["cells"].insert(3, {"cell_type": "code", "metadata": {}, "execution_count": None,
+                           "outputs": [], "source": "1 / 0"})
+    (nbs / "02_protocol_compliance.ipynb").write_text(json.dumps(nb), encoding="utf-8")
+    res = run_report(str(SAMPLE), "--out", str(tmp_path / "r"),
+                     env={"OUTCOMES_NOTEBOOKS": str(nbs)})
+    assert res.returncode == 1
+    assert "02_protocol_compliance.ipynb" in res.stderr and "cell 4" in res.stderr
+    assert "ZeroDivisionError" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_missing_data_folder_is_exit_1(tmp_path):
+    res = run_report(str(tmp_path / "nope"), "--out", str(tmp_path / "r"))
+    assert res.returncode == 1 and "does not exist" in res.stderr
