@@ -27,12 +27,14 @@ from outcomes.notebooks import NOTEBOOKS, NotebookError, execute_notebook, noteb
 from outcomes.progress import Progress
 from outcomes.protocol import Protocol, load_protocol
 
+ANCHOR_LINK = re.compile(r'<a class="anchor-link"[^>]*>.*?</a>', re.DOTALL)
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;max-width:1100px;
 margin:2em auto;padding:0 1.5em;color:#1a1a1a;line-height:1.45}
 h1{border-bottom:3px solid #0072B2;padding-bottom:.2em;margin-top:2.2em}
 h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.15em}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em;display:block;
+overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto;display:block;margin:.6em 0 1.4em}
@@ -67,7 +69,7 @@ def render_notebook(nb: nbformat.NotebookNode, used: set[str]) -> tuple[str, lis
     heads: list[tuple[int, str, str]] = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            body = markdown2html_mistune(cell.source)
+            body = ANCHOR_LINK.sub("", markdown2html_mistune(cell.source))
 
             def anchor(m: re.Match[str]) -> str:
                 level, text = int(m.group(1)), re.sub(r"<[^>]+>", "", m.group(3))
