@@ -10,15 +10,19 @@ Everything is vectorised over sessions: a criterion is evaluated on whole column
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from outcomes import schema
-from outcomes.courses import NOT_RECORDED, assign_courses, course_table
+from outcomes.courses import NOT_RECORDED, course_table, courses_of_rows
 from outcomes.protocol import Criterion, Protocol, describe
 from outcomes.stats import newcombe_diff_ci, wilson_ci
 
@@ -36,11 +40,43 @@ STATUS_TEXT = {
 
 @dataclass
 class Evaluation:
-    """One criterion's verdict code, reason and observed value per unit (session or course)."""
+    """One criterion's verdict code, reason and observed value per unit (session or course).
+
+    The reason of unit i is `texts[why[i]]` (`reason` spells them out; texts[0] is "",
+    no reason): a handful of texts and a small number per unit instead of a million
+    strings, so verdict tables of millions of rows stay cheap to build.
+    """
 
     code: np.ndarray
-    reason: np.ndarray  # object array of short texts ("" where compliant)
+    why: np.ndarray  # index into texts, per unit
+    texts: list[str]
     observed: np.ndarray  # float
+
+    @property
+    def reason(self) -> np.ndarray:
+        """The reason of each unit as text ("" where compliant or not applicable)."""
+        return np.asarray(self.texts, dtype=object)[self.why]
+
+    def clear(self, mask: np.ndarray, code: int | None = None) -> None:
+        """Set the units in mask to `code` (if given) with no reason."""
+        if code is not None:
+            self.code[mask] = code
+        self.why[mask] = 0
+
+    def explain(self, mask: np.ndarray, text: str) -> None:
+        """Give the units in mask this reason."""
+        if mask.any():
+            self.texts.append(text)
+            self.why[mask] = len(self.texts) - 1
+
+
+def _why(conditions: list[np.ndarray], texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    """np.select over reason texts, as numbers: the first condition that holds, else ""."""
+    n = len(conditions[0]) if conditions else 0
+    why = np.zeros(n, dtype=np.int16)
+    for k in range(len(conditions) - 1, -1, -1):  # the first true condition wins
+        why[conditions[k]] = k + 1
+    return why, ["", *texts]
 
 
 def _num(df: pd.DataFrame, name: str) -> np.ndarray:
@@ -71,35 +107,36 @@ def _eval_range(v: np.ndarray, lo: float | None, hi: float | None, name: str) ->
     above = ~missing & (v > hi) if hi is not None else np.zeros(len(v), bool)
     code = np.where(missing, MISS, np.where(below | above, DEV, OK)).astype(np.int8)
     rng = _range_text(lo, hi, _unit(name))
-    reason = np.select([missing, below, above],
-                       [f"{name} not documented", f"{name} below {rng}",
-                        f"{name} above {rng}"], "").astype(object)
-    return Evaluation(code, reason, v)
+    why, texts = _why([missing, below, above], [f"{name} not documented", f"{name} below {rng}",
+                                                f"{name} above {rng}"])
+    return Evaluation(code, why, texts, v)
 
 
 def _eval_flags(df: pd.DataFrame, names: list[str], want: bool) -> Evaluation:
     """All named yes/no fields equal `want`; the first failing one names the reason."""
     n = len(df)
+    k = len(names)
     code = np.full(n, OK, dtype=np.int8)
-    reason = np.full(n, "", dtype=object)
+    why = np.zeros(n, dtype=np.int16)
     count = np.zeros(n)
     missing_any = np.zeros(n, dtype=bool)
-    miss_reason = np.full(n, "", dtype=object)
+    miss_why = np.zeros(n, dtype=np.int16)
     failed = np.zeros(n, dtype=bool)
-    for name in names:
+    texts = [""] + [f"{name} present" if not want else f"{name} not done" for name in names] \
+        + [f"{name} not documented" for name in names]
+    for i, name in enumerate(names):
         val, known = _bool(df, name)
         bad = known & (val != want)
         count += bad if not want else (known & val)
-        new_fail = bad & ~failed
-        reason[new_fail] = f"{name} present" if not want else f"{name} not done"
+        why[bad & ~failed] = 1 + i
         failed |= bad
-        new_miss = ~known & ~missing_any
-        miss_reason[new_miss] = f"{name} not documented"
+        miss_why[~known & ~missing_any] = 1 + k + i
         missing_any |= ~known
     code[failed] = DEV
-    code[~failed & missing_any] = MISS
-    reason[~failed & missing_any] = miss_reason[~failed & missing_any]
-    return Evaluation(code, reason, count)
+    gap = ~failed & missing_any
+    code[gap] = MISS
+    why[gap] = miss_why[gap]
+    return Evaluation(code, why, texts, count)
 
 
 def _eval_condition(df: pd.DataFrame, cond: dict[str, Any]) -> Evaluation:
@@ -112,9 +149,9 @@ def _eval_condition(df: pd.DataFrame, cond: dict[str, Any]) -> Evaluation:
         known = col.notna().to_numpy()
         eq = (col == str(cond["equals"])).fillna(False).to_numpy(dtype=bool)
         code = np.where(~known, MISS, np.where(eq, OK, DEV)).astype(np.int8)
-        reason = np.select([~known, ~eq], [f"{name} not documented",
-                                           f"{name} is not {cond['equals']}"], "").astype(object)
-        return Evaluation(code, reason, np.full(len(df), np.nan))
+        why, texts = _why([~known, ~eq], [f"{name} not documented",
+                                          f"{name} is not {cond['equals']}"])
+        return Evaluation(code, why, texts, np.full(len(df), np.nan))
     return _eval_range(_num(df, name), cond.get("min"), cond.get("max"), name)
 
 
@@ -122,13 +159,20 @@ def _combine_all(parts: list[Evaluation]) -> Evaluation:
     """All conditions must hold: the first deviation wins, then the first gap."""
     n = len(parts[0].code)
     code = np.full(n, OK, dtype=np.int8)
-    reason = np.full(n, "", dtype=object)
+    why = np.zeros(n, dtype=np.int16)
+    texts = [""]
+    recode = []
+    for p in parts:  # each part's reason numbers in the combined list of texts
+        r = np.arange(len(p.texts)) + len(texts) - 1
+        r[0] = 0
+        recode.append(r)
+        texts += p.texts[1:]
     for want in (DEV, MISS):
-        for p in parts:
+        for p, r in zip(parts, recode, strict=True):
             hit = (p.code == want) & (code == OK)
             code[hit] = want
-            reason[hit] = p.reason[hit]
-    return Evaluation(code, reason, parts[-1].observed)
+            why[hit] = r[p.why[hit]]
+    return Evaluation(code, why, texts, parts[-1].observed)
 
 
 def evaluate_session_criterion(c: Criterion, s: pd.DataFrame) -> Evaluation:
@@ -141,10 +185,10 @@ def evaluate_session_criterion(c: Criterion, s: pd.DataFrame) -> Evaluation:
         missing = np.isnan(a) | np.isnan(b)
         low = ~missing & (a < b)
         code = np.where(missing, MISS, np.where(low, DEV, OK)).astype(np.int8)
-        reason = np.select([np.isnan(a), np.isnan(b), low],
-                           [f"{p['field']} not documented", f"{p['other']} not documented",
-                            f"{p['field']} below {p['other']}"], "").astype(object)
-        ev = Evaluation(code, reason, a)
+        why, texts = _why([np.isnan(a), np.isnan(b), low],
+                          [f"{p['field']} not documented", f"{p['other']} not documented",
+                           f"{p['field']} below {p['other']}"])
+        ev = Evaluation(code, why, texts, a)
     elif c.rule in ("required_true", "required_false"):
         ev = _eval_flags(s, list(p["fields"]), c.rule == "required_true")
     elif c.rule == "all_of":
@@ -152,26 +196,20 @@ def evaluate_session_criterion(c: Criterion, s: pd.DataFrame) -> Evaluation:
     elif c.rule == "interval_days":
         v = _num(s, "days_since_previous")
         ev = _eval_range(v, p["min"], p["max"], "days_since_previous")
-        first = np.isnan(v)
-        ev.code[first] = NA
-        ev.reason[first] = ""
+        ev.clear(np.isnan(v), NA)  # a course's first session has no interval
         rng = f"{p['min']:g}–{p['max']:g} days"
-        ev.reason[ev.code == DEV] = np.where(v[ev.code == DEV] < p["min"],
-                                             f"interval shorter than {rng}",
-                                             f"interval longer than {rng}")
+        dev = ev.code == DEV
+        ev.explain(dev & (v < p["min"]), f"interval shorter than {rng}")
+        ev.explain(dev & ~(v < p["min"]), f"interval longer than {rng}")
     else:
         raise ValueError(f"rule {c.rule!r} is not a session rule")
     if c.level == "first_session":
-        later = s["session_number"].to_numpy(dtype="int64", na_value=1) > 1
-        ev.code[later] = NA
-        ev.reason[later] = ""
+        ev.clear(s["session_number"].to_numpy(dtype="int64", na_value=1) > 1, NA)
     if c.applies_when:
         cond = c.applies_when
         v = _num(s, cond["field"])
         lo, hi = cond.get("min", -np.inf), cond.get("max", np.inf)
-        outside = ~np.isnan(v) & ((v < lo) | (v > hi))  # unknown: the rule still applies
-        ev.code[outside] = NA
-        ev.reason[outside] = ""
+        ev.clear(~np.isnan(v) & ((v < lo) | (v > hi)), NA)  # unknown: the rule still applies
     return ev
 
 
@@ -184,16 +222,15 @@ def evaluate_course_criterion(c: Criterion, courses: pd.DataFrame,
     if c.rule == "sessions_per_course":
         v = courses["sessions"].to_numpy(dtype="float64")
         ev = _eval_range(v, p["min"], p["max"], "sessions")
-        ev.reason[(ev.code == DEV) & (v < p["min"])] = f"fewer than {p['min']} sessions"
-        ev.reason[(ev.code == DEV) & (v > p["max"])] = f"more than {p['max']} sessions"
+        ev.explain((ev.code == DEV) & (v < p["min"]), f"fewer than {p['min']} sessions")
+        ev.explain((ev.code == DEV) & (v > p["max"]), f"more than {p['max']} sessions")
     elif c.rule == "assessment_window":
         ev = _eval_assessment_window(courses, outcomes, p["min"], p["max"])
     else:
         raise ValueError(f"rule {c.rule!r} is not a course rule")
-    ev.code[~done] = NA
-    ev.reason[~done] = ""
+    ev.clear(~done, NA)
     if n == 0:
-        return Evaluation(np.zeros(0, np.int8), np.zeros(0, object), np.zeros(0))
+        return Evaluation(np.zeros(0, np.int8), np.zeros(0, np.int16), [""], np.zeros(0))
     return ev
 
 
@@ -202,7 +239,29 @@ def _eval_assessment_window(courses: pd.DataFrame, outcomes: pd.DataFrame | None
     """An outcome assessment lo–hi days after the course's last session."""
     n = len(courses)
     if outcomes is None:
-        return Evaluation(np.full(n, NA, np.int8), np.full(n, "", object), np.full(n, np.nan))
+        return Evaluation(np.full(n, NA, np.int8), np.zeros(n, np.int16), [""],
+                          np.full(n, np.nan))
+    found = _best_assessment(courses, outcomes, lo, hi)
+    observed, inside = found if found is not None else \
+        _best_assessment_by_merge(courses, outcomes, lo, hi)
+    any_after = ~np.isnan(observed)
+    code = np.where(inside, OK, np.where(any_after, DEV, MISS)).astype(np.int8)
+    # the window is still open: not yet assessable unless already assessed inside it
+    open_window = courses["days_observed_after"].to_numpy(dtype="float64", na_value=0) < hi
+    code[open_window & ~inside] = NA
+    early = any_after & ~inside & (observed < lo)
+    why, texts = _why([code == NA, ~any_after, early, any_after & ~inside],
+                      ["", "no outcome assessment after the course",
+                       f"assessed too early (before {lo} days)",
+                       f"assessed too late (after {hi} days)"])
+    return Evaluation(code, why, texts, observed)
+
+
+def _best_assessment_by_merge(courses: pd.DataFrame, outcomes: pd.DataFrame, lo: int,
+                              hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each course's assessment (days after its last session, NaN if none) and whether
+    it lies in the window: the assessment inside the window, else the nearest one."""
+    n = len(courses)
     a = outcomes[["patient_id", "assessment_date"]].drop_duplicates()
     c = courses[["patient_id", "first_date", "last_date"]].copy()
     c["row"] = np.arange(n)
@@ -221,17 +280,103 @@ def _eval_assessment_window(courses: pd.DataFrame, outcomes: pd.DataFrame | None
     observed[best["row"].to_numpy()] = best["days"].to_numpy(dtype="float64")
     inside = np.zeros(n, dtype=bool)
     inside[best["row"].to_numpy()] = best["inside"].to_numpy(dtype=bool)
-    any_after = ~np.isnan(observed)
-    code = np.where(inside, OK, np.where(any_after, DEV, MISS)).astype(np.int8)
-    # the window is still open: not yet assessable unless already assessed inside it
-    open_window = courses["days_observed_after"].to_numpy(dtype="float64", na_value=0) < hi
-    code[open_window & ~inside] = NA
-    early = any_after & ~inside & (observed < lo)
-    reason = np.select([code == NA, ~any_after, early, any_after & ~inside],
-                       ["", "no outcome assessment after the course",
-                        f"assessed too early (before {lo} days)",
-                        f"assessed too late (after {hi} days)"], "").astype(object)
-    return Evaluation(code, reason, observed)
+    return observed, inside
+
+
+def _best_assessment(courses: pd.DataFrame, outcomes: pd.DataFrame, lo: int,
+                     hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """What _best_assessment_by_merge finds, by binary search instead of a join.
+
+    The patient's assessments, sorted by date, are searched for each course: after its
+    last session (days > 0) and before the patient's next course starts (courses taken
+    in the order the merge version sorts them). None when keys or dates are missing.
+    """
+    n = len(courses)
+    cp = courses["patient_id"]
+    op = outcomes["patient_id"]
+    first = courses["first_date"].to_numpy(dtype="datetime64[s]")
+    last = courses["last_date"].to_numpy(dtype="datetime64[s]")
+    when = outcomes["assessment_date"].to_numpy(dtype="datetime64[s]")
+    if (cp.isna().any() or op.isna().any() or np.isnat(first).any() or np.isnat(last).any()
+            or np.isnat(when).any()):
+        return None
+    c_code, o_code = _shared_codes(cp, op)
+    patients = np.arange(int(c_code.max(initial=-1)) + 1)
+    # each patient's next course start, in the merge version's order (a quicksort)
+    order = pd.DataFrame({"f": first}).sort_values("f").index.to_numpy()
+    order = order[np.argsort(c_code[order], kind="stable")]
+    nxt = np.full(n, np.iinfo(np.int64).max)
+    same = c_code[order[1:]] == c_code[order[:-1]]
+    nxt[order[:-1][same]] = first.astype(np.int64)[order[1:][same]]
+    # assessments as one sorted key: patient, then second
+    t = when.astype(np.int64)
+    span = int(max(t.max(initial=0), first.astype(np.int64).max(initial=0),
+                   last.astype(np.int64).max(initial=0)) + 1)
+    base = int(min(t.min(initial=0), first.astype(np.int64).min(initial=0),
+                   last.astype(np.int64).min(initial=0)))
+    width = span - base + 2 * 86400 * (hi + 2)
+    if (len(patients) + 1) * width >= 2**62:
+        return None
+    mine = o_code >= 0
+    key = np.sort(o_code[mine] * width + (t[mine] - base))
+    key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key  # drop repeats
+    day = 86400
+    start = c_code * width + (last.astype(np.int64) - base)
+    stop = c_code * width + np.minimum(nxt - base, width - 1)
+    begin = np.searchsorted(key, start + day)  # days > 0
+    end = np.searchsorted(key, stop)  # before the next course starts
+    end = np.maximum(end, begin)
+    observed = np.full(n, np.nan)
+    inside = np.zeros(n, dtype=bool)
+
+    def days_at(i: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return (key[i] - start[rows]) // day
+
+    # inside the window: the first assessment on or after day lo, if on or before day hi
+    k = np.searchsorted(key, start + lo * day)
+    k = np.maximum(k, begin)
+    hit = (k < end) & (k < len(key))
+    rows = np.flatnonzero(hit)
+    d = days_at(k[rows], rows)
+    ok = d <= hi
+    inside[rows[ok]] = True
+    observed[rows[ok]] = d[ok]
+    # otherwise the nearest: the last before day lo or the first after day hi
+    rest = np.flatnonzero(~inside & (end > begin))
+    early_i = np.minimum(np.searchsorted(key, start[rest] + lo * day), end[rest]) - 1
+    late_i = np.searchsorted(key, start[rest] + (hi + 1) * day)
+    has_early = early_i >= begin[rest]
+    has_late = late_i < end[rest]
+    early_d = np.where(has_early, days_at(np.clip(early_i, 0, len(key) - 1), rest), np.nan)
+    late_d = np.where(has_late, days_at(np.clip(late_i, 0, max(len(key) - 1, 0)), rest)
+                      if len(key) else np.nan, np.nan)
+    early_dist = np.where(has_early, lo - early_d, np.inf)
+    late_dist = np.where(has_late, late_d - hi, np.inf)
+    pick_early = has_early & (early_dist <= late_dist)
+    observed[rest] = np.where(pick_early, early_d, np.where(has_late, late_d, np.nan))
+    return observed, inside
+
+
+def _shared_codes(first: pd.Series, second: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of two key columns on one numbering: `first`'s values are 0…k-1 in order of
+    appearance; a value of `second` not in `first` gets -1. One hash pass when both are
+    arrow text."""
+    a, b = _arrow_text(first), _arrow_text(second)
+    if a is not None and b is not None and a.type == b.type:
+        codes = pa.chunked_array(a.chunks + b.chunks, a.type).dictionary_encode()
+        codes = pa.chunked_array([x.indices for x in codes.chunks]).to_numpy()
+        codes = codes.astype(np.int64)
+        c_code, o_code = codes[:len(first)], codes[len(first):]
+        return c_code, np.where(o_code <= c_code.max(initial=-1), o_code, -1)
+    c_code, distinct = pd.factorize(first)
+    return c_code.astype(np.int64), pd.Index(distinct).get_indexer(second).astype(np.int64)
+
+
+def _arrow_text(col: pd.Series) -> pa.ChunkedArray | None:
+    if not (isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow"):
+        return None
+    arr = col.array.__arrow_array__()
+    return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,10 +393,19 @@ class Audit:
     excluded: pd.DataFrame  # sessions for other indications, not audited
     has_outcomes: bool
     info: dict[str, Any] = field(default_factory=dict)
+    _cube: tuple[tuple[int, ...], VerdictCube] | None = field(default=None, init=False,
+                                                               repr=False, compare=False)
 
     def summary(self, by: str | list[str] | None = None) -> pd.DataFrame:
         """Compliance per criterion (and per group): counts, percent, Wilson 95 % CI, status."""
-        return summarise(self.verdicts, self.protocol, by=by)
+        v = self.verdicts
+        # the counts of every summary by clinician, clinic and month, counted once (again
+        # when the verdict table or one of its columns is replaced)
+        seen = (id(v), len(v), *(_buffer(v[k]) for k in (*VerdictCube.KEYS, "verdict")
+                                 if k in v))
+        if self._cube is None or self._cube[0] != seen:
+            self._cube = (seen, VerdictCube(v))
+        return summarise(v, self.protocol, by=by, cube=self._cube[1])
 
     def flagged(self) -> pd.DataFrame:
         """Every deviation and documentation gap, with the file and row it came from."""
@@ -272,6 +426,13 @@ class Audit:
         return self.verdicts[mask]
 
 
+def _buffer(col: pd.Series) -> int:
+    """Address of a column's data (codes for a categorical), to notice a replaced column."""
+    values = col.cat.codes.to_numpy() if isinstance(col.dtype, pd.CategoricalDtype) else \
+        col.array.asi8 if isinstance(col.dtype, pd.PeriodDtype) else col.to_numpy()
+    return int(values.__array_interface__["data"][0])
+
+
 def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame | None = None,
               as_of: pd.Timestamp | None = None) -> Audit:
     """Group sessions into courses and give every criterion its verdicts."""
@@ -281,40 +442,105 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
     excluded = sessions[~in_scope]
     if as_of is None and len(sessions):
         as_of = sessions["session_date"].max()
-    s = assign_courses(sessions[in_scope], protocol.new_course_after_days, as_of=as_of)
+    s = courses_of_rows(sessions, None if in_scope.all() else np.flatnonzero(in_scope),
+                        protocol.new_course_after_days, as_of=as_of)
     courses = course_table(s)
-    parts = []
-    month = s["session_date"].dt.to_period("M")
+    evaluations = []
     for c in protocol.criteria:
         if c.level == "course":
-            ev = evaluate_course_criterion(c, courses, outcomes)
-            units = courses
-            date = courses["last_date"]
-            unit_month = date.dt.to_period("M")
+            evaluations.append((c, "course", evaluate_course_criterion(c, courses, outcomes)))
         else:
-            ev = evaluate_session_criterion(c, s)
-            units = s
-            date = s["session_date"]
-            unit_month = month
-        parts.append(pd.DataFrame({
-            "criterion": c.id, "level": c.level, "unit": np.arange(len(units)),
-            "code": ev.code, "reason": ev.reason, "observed": ev.observed,
-            "operator": units["operator"].to_numpy(), "clinic": units["clinic"].to_numpy(),
-            "date": date.to_numpy(), "month": unit_month.to_numpy(),
-        }))
-    v = pd.concat(parts, ignore_index=True)
-    v["criterion"] = pd.Categorical(v["criterion"], categories=[c.id for c in protocol.criteria])
-    v["level"] = pd.Categorical(v["level"], categories=["session", "first_session", "course"])
-    v["verdict"] = pd.Categorical.from_codes(
-        pd.Series(v["code"]).map({OK: 0, DEV: 1, MISS: 2, NA: 3}).to_numpy(), VERDICTS)
-    v["reason"] = pd.Categorical(v["reason"])
-    for col in ("operator", "clinic"):
-        v[col] = v[col].astype("string").fillna(NOT_RECORDED).astype("category")
+            evaluations.append((c, "session", evaluate_session_criterion(c, s)))
+    v = _verdict_table(protocol, evaluations, {"session": (s, s["session_date"]),
+                                               "course": (courses, courses["last_date"])})
     info = {"sessions_audited": len(s), "sessions_excluded": len(excluded),
             "courses": len(courses), "courses_completed": int(courses["completed"].sum()),
             "as_of": None if as_of is None else pd.Timestamp(as_of).date().isoformat()}
-    return Audit(protocol, s, courses, v.drop(columns="code"), excluded,
-                 has_outcomes=outcomes is not None, info=info)
+    return Audit(protocol, s, courses, v, excluded, has_outcomes=outcomes is not None, info=info)
+
+
+def _verdict_table(protocol: Protocol, evaluations: list[tuple[Criterion, str, Evaluation]],
+                   units: dict[str, tuple[pd.DataFrame, pd.Series]]) -> pd.DataFrame:
+    """The long verdict table: one row per criterion × unit, built from codes.
+
+    Every column is assembled as numbers (categorical codes, period ordinals) and
+    labelled once, rather than as millions of strings and Period objects; the big
+    columns are concatenated in parallel (numpy copies without the GIL) and handed to
+    pandas without another copy.
+    """
+    kinds = sorted({kind for _, kind, _ in evaluations})
+    sizes = [len(ev.code) for _, _, ev in evaluations]
+    labels = {col: _labels([units[k][0][col] for k in kinds]) for col in ("operator", "clinic")}
+    months = {k: units[k][1].dt.to_period("M").array.asi8 for k in kinds}
+    dates = {k: units[k][1].to_numpy() for k in kinds}
+    # reasons: every evaluation's texts, then the categories pandas would infer from them
+    seen_texts: set[str] = set()
+    for _, _, ev in evaluations:
+        seen = np.bincount(ev.why, minlength=len(ev.texts)) > 0
+        seen_texts.update(t for t, hit in zip(ev.texts, seen, strict=True) if hit)
+    reasons = pd.Categorical(pd.array(sorted(seen_texts), dtype="str") if seen_texts
+                             else np.zeros(0, dtype=object))  # (an empty table: object)
+    ids = [c.id for c in protocol.criteria]
+    levels = ["session", "first_session", "course"]
+
+    def small(values: list[int]) -> np.ndarray:
+        return np.repeat(np.asarray(values, dtype=np.int8 if len(ids) < 127 else np.int32),
+                         sizes)
+
+    parts: dict[str, list[np.ndarray]] = {
+        "unit": [np.arange(n) for n in sizes],
+        "observed": [np.asarray(ev.observed, dtype="float64") for _, _, ev in evaluations],
+        "date": [dates[kind] for _, kind, _ in evaluations],
+        "month": [months[kind] for _, kind, _ in evaluations],
+        "reason": [reasons.categories.get_indexer(pd.array(ev.texts, dtype="str"))
+                   .astype(np.int32)[ev.why] for _, _, ev in evaluations],
+        "code": [ev.code for _, _, ev in evaluations],
+        **{col: [labels[col][1][kinds.index(kind)] for _, kind, _ in evaluations]
+           for col in ("operator", "clinic")},
+    }
+    empty = {"unit": np.int64, "observed": np.float64, "date": "datetime64[s]",
+             "month": np.int64, "reason": np.int32, "code": np.int8, "operator": np.intp,
+             "clinic": np.intp}
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        joined = dict(zip(parts, pool.map(
+            lambda k: np.concatenate(parts[k]) if parts[k] else np.zeros(0, empty[k]),
+            list(parts)), strict=True))
+
+    def cat(codes: np.ndarray, dtype: Any) -> pd.Categorical:
+        return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
+
+    return pd.DataFrame({
+        "criterion": cat(small([ids.index(c.id) for c, _, _ in evaluations]),
+                         pd.CategoricalDtype(ids)),
+        "level": cat(small([levels.index(c.level) for c, _, _ in evaluations]),
+                     pd.CategoricalDtype(levels)),
+        "unit": joined["unit"],
+        "reason": cat(joined["reason"], reasons.dtype),
+        "observed": joined["observed"],
+        **{col: cat(joined[col], pd.CategoricalDtype(labels[col][0]))
+           for col in ("operator", "clinic")},
+        "date": joined["date"],
+        # (an empty table has object months, as concatenated Period objects would)
+        "month": pd.arrays.PeriodArray(joined["month"], dtype=pd.PeriodDtype("M"))
+        if len(joined["month"]) else np.zeros(0, dtype=object),
+        # verdict codes NA, OK, DEV, MISS are VERDICTS[3], [0], [1], [2]
+        "verdict": cat(np.array([3, 0, 1, 2], dtype=np.int8)[joined["code"]],
+                       pd.CategoricalDtype(VERDICTS)),
+    }, copy=False)
+
+
+def _labels(columns: list[pd.Series]) -> tuple[pd.Index, list[np.ndarray]]:
+    """Shared categories of some text columns (missing as NOT_RECORDED) and their codes.
+
+    The categories are those `astype("category")` gives the values put together.
+    """
+    found = []
+    for col in columns:
+        codes, distinct = pd.factorize(col.astype("string").fillna(NOT_RECORDED))
+        found.append((codes, distinct))
+    cats = pd.Series(pd.concat([pd.Series(d, dtype="string") for _, d in found])
+                     if found else pd.Series([], dtype="string")).astype("category").cat.categories
+    return cats, [cats.get_indexer(d)[codes] for codes, d in found]
 
 
 def status_of(compliant: np.ndarray, eligible: np.ndarray, ci_low: np.ndarray,
@@ -332,15 +558,23 @@ def status_of(compliant: np.ndarray, eligible: np.ndarray, ci_low: np.ndarray,
 
 
 def summarise(verdicts: pd.DataFrame, protocol: Protocol,
-              by: str | list[str] | None = None) -> pd.DataFrame:
-    """Per criterion (× group): eligible, compliant, deviations, missing, percent, CI, status."""
+              by: str | list[str] | None = None, cube: VerdictCube | None = None
+              ) -> pd.DataFrame:
+    """Per criterion (× group): eligible, compliant, deviations, missing, percent, CI, status.
+
+    `cube` (the audit's VerdictCube of these verdicts) saves counting them again.
+    """
     keys = ["criterion"] + ([by] if isinstance(by, str) else list(by or []))
-    counts = (verdicts.groupby(keys, observed=True)["verdict"].value_counts()
-              .unstack("verdict", fill_value=0))
-    for v in VERDICTS:
-        if v not in counts.columns:
-            counts[v] = 0
-    counts = counts.reset_index()
+    if cube is None or not cube.covers(keys):
+        cube = VerdictCube(verdicts, keys)
+    counts = cube.counts(keys)
+    if counts is None:  # keys of another kind: let pandas group them
+        counts = (verdicts.groupby(keys, observed=True)["verdict"].value_counts()
+                  .unstack("verdict", fill_value=0))
+        for v in VERDICTS:
+            if v not in counts.columns:
+                counts[v] = 0
+        counts = counts.reset_index()
     counts = counts[counts[["compliant", "deviation", "not documented"]].sum(axis=1) > 0] \
         if by else counts
     out = pd.DataFrame({k: counts[k] for k in keys})
@@ -368,6 +602,112 @@ def summarise(verdicts: pd.DataFrame, protocol: Protocol,
     return out.reset_index(drop=True)
 
 
+class VerdictCube:
+    """Verdict counts by every combination of some keys, from one pass over the verdicts.
+
+    Keys are categorical (categories in order) or monthly periods; each has one more
+    slot for a missing key. `counts(keys)` gives for any of them what
+    `groupby(keys, observed=True)["verdict"].value_counts().unstack().reset_index()`
+    gives: groups in the same order (categories, then months), missing keys dropped.
+    """
+
+    KEYS = ("criterion", "operator", "clinic", "month")
+
+    def __init__(self, verdicts: pd.DataFrame, keys: list[str] | tuple[str, ...] = KEYS,
+                 max_cells: int = 20_000_000) -> None:
+        self.keys: list[str] = []
+        self.sizes: list[int] = []
+        self.labels: list[Any] = []
+        self.table: np.ndarray | None = None
+        verdict = verdicts.get("verdict")
+        if verdict is None or not (isinstance(verdict.dtype, pd.CategoricalDtype)
+                                   and list(verdict.cat.categories) == VERDICTS):
+            return
+        codes = []
+        for k in dict.fromkeys(keys):
+            if k not in verdicts:
+                continue
+            found = self._codes(verdicts[k])
+            if found is None:
+                continue
+            c, n, label = found
+            self.keys.append(k)
+            self.sizes.append(n)
+            self.labels.append(label)
+            codes.append(c)
+        cells = int(np.prod([n + 1 for n in self.sizes], dtype=float)) * 4
+        if cells > max_cells:
+            self.keys, self.sizes, self.labels = [], [], []
+            return
+        v = verdict.cat.codes.to_numpy()
+        table = np.zeros(cells, dtype=np.int64)
+        step = 1 << 18  # in pieces that stay in cache
+        for i in range(0, len(v), step):
+            g = np.zeros(min(step, len(v) - i), dtype=np.int64)
+            for c, n in zip(codes, self.sizes, strict=True):
+                part = c(i, i + step)  # -1 for a missing key: it gets slot n
+                g *= n + 1
+                g += part
+                g[part < 0] += n + 1
+            g *= 4
+            g += v[i:i + step]
+            table += np.bincount(g, minlength=cells)
+        self.table = table.reshape([n + 1 for n in self.sizes] + [4])
+
+    @staticmethod
+    def _codes(col: pd.Series) -> tuple[Any, int, Any] | None:
+        """(codes of rows i:j, number of values, labels of codes) of a key column."""
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            codes = col.cat.codes.to_numpy()
+            return (lambda i, j: codes[i:j], len(col.cat.categories),
+                    lambda c, dt=col.dtype: pd.Categorical.from_codes(c, dtype=dt))
+        if isinstance(col.dtype, pd.PeriodDtype):
+            ordinal = col.array.asi8
+            nat = np.iinfo(np.int64).min  # NaT: the smallest ordinal
+            high = int(ordinal.max(initial=nat))
+            low = int(np.min(ordinal, where=ordinal != nat, initial=np.iinfo(np.int64).max))
+            if high == nat:
+                low, high = 0, -1
+            if high - low > 100_000:
+                return None
+
+            def codes_of(i: int, j: int) -> np.ndarray:
+                part = ordinal[i:j]
+                return np.where(part == nat, -1, part - low)
+
+            return (codes_of, high - low + 1,
+                    lambda c, dt=col.dtype, low=low: pd.arrays.PeriodArray(
+                        np.asarray(c, dtype=np.int64) + low, dtype=dt))
+        return None
+
+    def covers(self, keys: list[str]) -> bool:
+        return self.table is not None and all(k in self.keys for k in keys)
+
+    def counts(self, keys: list[str]) -> pd.DataFrame | None:
+        """The counts per group of `keys` (None when some key is not in the cube)."""
+        if not self.covers(keys) or len(set(keys)) != len(keys):
+            return None
+        assert self.table is not None
+        dims = [self.keys.index(k) for k in keys]
+        rest = tuple(i for i in range(len(self.keys)) if i not in dims)
+        t = self.table.sum(axis=rest) if rest else self.table
+        # axes now in cube order of `dims`; put them in the order of keys, drop missing
+        kept = sorted(dims)
+        t = np.moveaxis(t, list(range(len(kept))), [kept.index(d) for d in kept])
+        t = t.transpose([kept.index(d) for d in dims] + [len(dims)])
+        t = t[tuple(slice(0, self.sizes[d]) for d in dims)]
+        sizes = [self.sizes[d] for d in dims]
+        flat = t.reshape(-1, 4)
+        present = np.flatnonzero(flat.sum(axis=1) > 0)
+        out: dict[str, Any] = {}
+        where = np.unravel_index(present, sizes) if sizes else ()
+        for k, d, c in zip(keys, dims, where, strict=True):
+            out[k] = self.labels[d](c)
+        for i, v in enumerate(VERDICTS):
+            out[v] = flat[present, i]
+        return pd.DataFrame(out)
+
+
 RECORD_COLUMNS = ["session_id", "course_id", "patient_id", "date", "operator", "clinic",
                   "criterion", "title", "verdict", "reason", "observed", "source_file",
                   "source_row"]
@@ -376,7 +716,9 @@ RECORD_COLUMNS = ["session_id", "course_id", "patient_id", "date", "operator", "
 def flagged_records(audit: Audit) -> pd.DataFrame:
     """Deviations and documentation gaps with the session, its source file and row."""
     v = audit.verdicts
-    return verdict_records(audit, v[v["verdict"].isin(["deviation", "not documented"])])
+    flagged = v["verdict"].cat.categories.get_indexer(["deviation", "not documented"])
+    return _records(audit, v, np.flatnonzero(np.isin(v["verdict"].cat.codes.to_numpy(),
+                                                     flagged)))
 
 
 def verdict_records(audit: Audit, verdicts: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -384,35 +726,127 @@ def verdict_records(audit: Audit, verdicts: pd.DataFrame | None = None) -> pd.Da
 
     Each row names the source file and row, so a reviewer can open the record.
     """
-    v = audit.verdicts if verdicts is None else verdicts
+    return _records(audit, audit.verdicts if verdicts is None else verdicts, None)
+
+
+def _records(audit: Audit, v: pd.DataFrame, pick: np.ndarray | None) -> pd.DataFrame:
+    """The records of verdict rows `pick` (all when None), sorted by date and session_id.
+
+    Built from positions: the order is worked out first, then each column is gathered
+    once (text columns by arrow), never as millions of Python strings.
+    """
     s, c = audit.sessions, audit.courses
     titles = {cr.id: cr.title for cr in audit.protocol.criteria}
-    is_course = (v["level"] == "course").to_numpy()
-    u = v["unit"].to_numpy()
-    # a course's record is its last session: the row a reviewer opens
-    last_of_course = s.groupby("course_id", sort=False).cumcount(ascending=False).to_numpy() == 0
-    last_row = pd.Series(np.flatnonzero(last_of_course),
-                         index=s["course_id"].to_numpy()[last_of_course])
+
+    def sel(values: np.ndarray) -> np.ndarray:
+        return values if pick is None else values[pick]
+
+    level = v["level"]
+    is_course = sel((level.cat.codes == level.cat.categories.get_loc("course")).to_numpy()
+                    if isinstance(level.dtype, pd.CategoricalDtype) and "course" in
+                    level.cat.categories else (level == "course").to_numpy())
+    u = sel(v["unit"].to_numpy())
     row = u.copy()
-    if is_course.any():
-        row[is_course] = last_row.reindex(c["course_id"].to_numpy()[u[is_course]]).to_numpy()
+    runs = _course_runs(s["course_id"], c["course_id"]) if is_course.any() else None
+    if runs is not None:  # each course one run of rows, in the course table's order
+        row[is_course] = runs[u[is_course]]
+    elif is_course.any():
+        # a course's record is its last session: the row a reviewer opens
+        codes, course_ids = pd.factorize(s["course_id"])
+        last = np.flatnonzero(~pd.Series(codes).duplicated(keep="last").to_numpy()
+                              & (codes >= 0))
+        last_of = np.full(len(course_ids), -1, dtype=np.int64)
+        last_of[codes[last]] = last
+        listed = pd.Series(course_ids, dtype=c["course_id"].dtype)
+        if len(listed) == len(c) and listed.equals(c["course_id"].reset_index(drop=True)):
+            where = u[is_course]  # courses listed in order of first appearance (course_table)
+        else:
+            where = pd.Index(course_ids).get_indexer(c["course_id"].to_numpy()[u[is_course]])
+        row[is_course] = last_of[where]
     date = s["session_date"].to_numpy()[row]
     if is_course.any():
         date[is_course] = c["last_date"].to_numpy()[u[is_course]]
-    out = pd.DataFrame({
-        "session_id": s["session_id"].to_numpy()[row],
-        "course_id": s["course_id"].to_numpy()[row],
-        "patient_id": s["patient_id"].to_numpy()[row],
-        "date": date,
-        "operator": v["operator"].to_numpy(), "clinic": v["clinic"].to_numpy(),
-        "criterion": v["criterion"].to_numpy(),
-        "title": v["criterion"].map(titles).to_numpy(),
-        "verdict": v["verdict"].to_numpy(), "reason": v["reason"].to_numpy(),
-        "observed": v["observed"].to_numpy(),
-        "source_file": s["source_file"].to_numpy()[row] if "source_file" in s else None,
-        "source_row": s["source_row"].to_numpy()[row] if "source_row" in s else None,
-    }, columns=RECORD_COLUMNS)
-    return out.sort_values(["date", "session_id"], kind="stable", ignore_index=True)
+    order = _date_then_rank(date, _sort_rank(s["session_id"])[row])
+    row, date = row[order], date[order]
+    at = order if pick is None else pick[order]
+    crit = v["criterion"]
+    jobs: dict[str, Any] = {k: (s[k], row, None) for k in ("session_id", "course_id",
+                                                           "patient_id", "source_file")
+                            if k in s}
+    jobs.update({k: (v[k], at, None) for k in ("operator", "clinic", "verdict", "reason")})
+    jobs.update(criterion=(crit, at, None), title=(crit, at, titles))
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        got = dict(zip(jobs, pool.map(lambda k: _gather(*jobs[k]), list(jobs)), strict=True))
+    got.update(date=date, observed=v["observed"].to_numpy()[at],
+               source_row=s["source_row"].to_numpy()[row] if "source_row" in s else None)
+    return pd.DataFrame({k: got.get(k) for k in RECORD_COLUMNS}, columns=RECORD_COLUMNS)
+
+
+def _date_then_rank(date: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """np.lexsort((rank, date)) (NaT last): one stable argsort of a combined key if it fits."""
+    if date.dtype.kind == "M" and len(date) and not np.isnat(date).any():
+        d = date.view(np.int64)
+        low = int(d.min())
+        width = int(rank.max(initial=0)) + 1
+        if (int(d.max()) - low + 1) * width < 2**62 and (rank >= 0).all():
+            return np.argsort((d - low) * width + rank, kind="stable")
+    return np.lexsort((rank, date))
+
+
+def _course_runs(session_course: pd.Series, course_ids: pd.Series) -> np.ndarray | None:
+    """Last row of each course when sessions hold each course as one run of rows, in the
+    order the course table lists them (as assign_courses and course_table make them);
+    None otherwise."""
+    if not (isinstance(session_course.dtype, pd.StringDtype)
+            and session_course.dtype.storage == "pyarrow") or session_course.hasnans \
+            or len(session_course) == 0:
+        return None
+    ids = pa.chunked_array(session_course.array.__arrow_array__()).combine_chunks()
+    change = np.ones(len(ids), dtype=bool)
+    change[1:] = pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(change)
+    if len(starts) != len(course_ids):
+        return None
+    listed = pd.Series(ids.take(pa.array(starts)), dtype=session_course.dtype)
+    if not listed.equals(course_ids.reset_index(drop=True).astype(session_course.dtype)):
+        return None
+    return np.r_[starts[1:], len(ids)] - 1
+
+
+def _sort_rank(values: pd.Series) -> np.ndarray:
+    """Rank of each value in sorted order (equal values equal rank, missing last)."""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow" \
+            and not values.hasnans:
+        return pc.rank(values.array.__arrow_array__(), sort_keys="ascending",
+                       tiebreaker="dense").to_numpy().astype(np.int64) - 1
+    codes, _ = pd.factorize(values, sort=True)
+    codes = codes.astype(np.int64)
+    codes[codes < 0] = codes.max(initial=-1) + 1
+    return codes
+
+
+def _gather(col: pd.Series, at: np.ndarray, rename: dict[str, str] | None = None) -> Any:
+    """col's values at positions `at`, as the DataFrame constructor would type them.
+
+    Text (string columns, categoricals of text) is gathered by arrow into a str column;
+    anything else goes the ordinary way. `rename` maps categories first (titles).
+    """
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = col.cat.categories
+        labels = [rename.get(k) for k in cats] if rename is not None else list(cats)
+        codes = col.cat.codes.to_numpy()[at]
+        if len(codes) and all(isinstance(x, str) for x in labels):
+            text = pa.array(labels, type=pa.large_string()).take(pa.array(codes,
+                                                                          mask=codes < 0))
+            if text.null_count < len(text):
+                return pd.Series(text, dtype="str")
+        return (col.map(rename) if rename is not None else col).to_numpy()[at]
+    if isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow" and len(at):
+        arr = col.array.__arrow_array__()
+        text = arr.take(pa.array(at))
+        if text.null_count < len(text):
+            return pd.Series(text, dtype="str")
+    return col.to_numpy()[at]
 
 
 def indicator_table(audit: Audit) -> pd.DataFrame:

@@ -7,8 +7,14 @@ least that many days past its last session. Vectorised: one sort, one diff, one 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 NOT_RECORDED = "(not recorded)"
 
@@ -22,39 +28,45 @@ def assign_courses(sessions: pd.DataFrame, new_course_after_days: int = 120,
     (days the data run past the course's last session) and `course_completed`.
     `as_of` is the date the data run to (default: the latest session date).
     """
-    df = sessions.copy()
-    ind = df["indication"].astype("string").fillna(NOT_RECORDED)
-    area = df["area"].astype("string").fillna(NOT_RECORDED)
-    pid = df["patient_id"].astype("string")
-    # categorical keys sort faster than strings (DESIGN speed notes)
-    keys = pd.DataFrame({"p": pd.Categorical(pid), "i": pd.Categorical(ind),
-                         "a": pd.Categorical(area), "d": df["session_date"]})
-    order = np.lexsort((keys["d"].to_numpy(), keys["a"].cat.codes.to_numpy(),
-                        keys["i"].cat.codes.to_numpy(), keys["p"].cat.codes.to_numpy()))
-    df = df.iloc[order].reset_index(drop=True)
-    k = keys.iloc[order].reset_index(drop=True)
-    same = ((k["p"].cat.codes.to_numpy()[1:] == k["p"].cat.codes.to_numpy()[:-1])
-            & (k["i"].cat.codes.to_numpy()[1:] == k["i"].cat.codes.to_numpy()[:-1])
-            & (k["a"].cat.codes.to_numpy()[1:] == k["a"].cat.codes.to_numpy()[:-1]))
+    return courses_of_rows(sessions, None, new_course_after_days, as_of)
+
+
+def courses_of_rows(sessions: pd.DataFrame, rows: np.ndarray | None,
+                    new_course_after_days: int = 120,
+                    as_of: pd.Timestamp | None = None) -> pd.DataFrame:
+    """assign_courses(sessions.iloc[rows]) without copying the selected rows twice."""
+    if rows is not None:
+        sessions = _Rows(sessions, rows)  # type: ignore[assignment]
+    ind = sessions["indication"].astype("string").fillna(NOT_RECORDED)
+    area = sessions["area"].astype("string").fillna(NOT_RECORDED)
+    pid = sessions["patient_id"].astype("string")
+    # sort on integer codes in the order of the sorted values (what categoricals give)
+    p_codes, p_vals = pd.factorize(pid, sort=True)
+    i_codes, i_vals = pd.factorize(ind, sort=True)
+    a_codes, a_vals = pd.factorize(area, sort=True)
+    order = _sort_order(p_codes, i_codes, a_codes, sessions["session_date"].to_numpy())
+    df = _take_rows(sessions.frame if rows is not None else sessions,  # type: ignore[attr-defined]
+                    order if rows is None else rows[order])
+    p_codes, i_codes, a_codes = p_codes[order], i_codes[order], a_codes[order]
+    same = ((p_codes[1:] == p_codes[:-1]) & (i_codes[1:] == i_codes[:-1])
+            & (a_codes[1:] == a_codes[:-1]))
     dates = df["session_date"].to_numpy(dtype="datetime64[D]")
     gap = (dates[1:] - dates[:-1]).astype("int64")
     starts = np.ones(len(df), dtype=bool)
     starts[1:] = ~same | (gap > new_course_after_days)
     course_no = np.cumsum(starts)  # global course counter
-    # numbering within the patient-indication-area group
+    # numbering within the patient-indication-area group: groups are runs of rows
     group_start = np.ones(len(df), dtype=bool)
     group_start[1:] = ~same
     group_no = np.cumsum(group_start)
-    first_course_in_group = pd.Series(course_no).groupby(group_no).transform("min").to_numpy()
+    first_course_in_group = course_no[group_start][group_no - 1] if len(df) else course_no
     k_in_group = course_no - first_course_in_group + 1
     first_idx = np.flatnonzero(starts)
     pos = np.arange(len(df)) - first_idx[course_no - 1]
     days = np.full(len(df), np.nan)
     days[1:] = np.where(starts[1:], np.nan, gap)
-    df["course_id"] = (pid.iloc[order].to_numpy().astype(object) + ":" + ind.iloc[order]
-                       .to_numpy().astype(object) + ":" + area.iloc[order].to_numpy()
-                       .astype(object) + ":" + k_in_group.astype(str).astype(object))
-    df["course_id"] = df["course_id"].astype("string")
+    df["course_id"] = _course_ids(p_vals, i_vals, a_vals, p_codes, i_codes, a_codes,
+                                  k_in_group, first_idx, course_no)
     df["session_number"] = pd.array(pos + 1, dtype="Int64")
     df["days_since_previous"] = pd.array(days, dtype="Float64")
     last_date = pd.Series(dates).groupby(course_no).transform("max").to_numpy("datetime64[D]")
@@ -64,6 +76,67 @@ def assign_courses(sessions: pd.DataFrame, new_course_after_days: int = 120,
     df["days_observed_after"] = pd.array(days_after, dtype="Int64")
     df["course_completed"] = pd.array(days_after >= new_course_after_days, dtype="boolean")
     return df
+
+
+class _Rows:
+    """Some rows of a frame, read column by column (a column is gathered when asked)."""
+
+    def __init__(self, frame: pd.DataFrame, rows: np.ndarray) -> None:
+        self.frame, self.rows = frame, rows
+
+    def __getitem__(self, name: str) -> pd.Series:
+        col = self.frame[name]
+        return pd.Series(col.array.take(self.rows), dtype=col.dtype, copy=False)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _sort_order(p: np.ndarray, i: np.ndarray, a: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """np.lexsort((dates, a, i, p)): one stable argsort of a combined key when it fits."""
+    if dates.dtype.kind != "M":
+        return np.lexsort((dates, a, i, p))
+    d = dates.view(np.int64)  # in the dates' own unit
+    nat = np.isnat(dates)  # NaT sorts last
+    if len(d) and not nat.all():
+        low = int(d[~nat].min())
+        d = np.where(nat, int(d[~nat].max()) - low + 1, d - low)
+        widths = [int(x.max(initial=0)) + 2 for x in (i, a, d)]
+        if (int(p.max(initial=0)) + 2) * widths[0] * widths[1] * widths[2] < 2**62 \
+                and (p >= 0).all() and (i >= 0).all() and (a >= 0).all():
+            key = ((p * widths[0] + i) * widths[1] + a) * widths[2] + d
+            return np.argsort(key, kind="stable")
+    return np.lexsort((dates, a, i, p))
+
+
+def _take_rows(df: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
+    """df.iloc[order] with a fresh RangeIndex, one column per thread (arrow and numpy
+    gather without holding the GIL)."""
+    def take(name: Any) -> pd.Series:
+        col = df[name]  # typed as it was (no inference from object columns)
+        return pd.Series(col.array.take(order), dtype=col.dtype, copy=False)
+
+    names = list(df.columns)
+    if len(df) < 10_000 or len(set(names)) != len(names):
+        return df.iloc[order].reset_index(drop=True)
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        arrays = list(pool.map(take, names))
+    return pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)
+
+
+def _course_ids(p_vals: pd.Index, i_vals: pd.Index, a_vals: pd.Index, p_codes: np.ndarray,
+                i_codes: np.ndarray, a_codes: np.ndarray, k_in_group: np.ndarray,
+                first_idx: np.ndarray, course_no: np.ndarray) -> pd.Series:
+    """patient:indication:area:k for every row, built once per course by arrow."""
+    def text(values: pd.Index, codes: np.ndarray) -> pa.Array:
+        arr = pa.array(np.asarray(values, dtype=object), type=pa.large_string())
+        return arr.take(pa.array(codes, mask=codes < 0))
+
+    f = first_idx
+    ids = pc.binary_join_element_wise(
+        text(p_vals, p_codes[f]), text(i_vals, i_codes[f]), text(a_vals, a_codes[f]),
+        pa.array(k_in_group[f]).cast(pa.large_string()), pa.scalar(":", pa.large_string()))
+    return pd.Series(pd.array(ids.take(pa.array(course_no - 1)), dtype="string"))
 
 
 def course_table(sessions_with_courses: pd.DataFrame) -> pd.DataFrame:
@@ -89,3 +162,4 @@ def course_table(sessions_with_courses: pd.DataFrame) -> pd.DataFrame:
     })
     out["duration_days"] = (out["last_date"] - out["first_date"]).dt.days
     return out.reset_index()
+

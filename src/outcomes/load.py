@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,13 +149,22 @@ def _sniff_delimiter(sample: str) -> str:
         return max(counts, key=counts.get) if max(counts.values()) else ","
 
 
-def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pd.Series | None]:
-    data = path.read_bytes()
+def _file_bytes(path: Path) -> Any:
+    """The file's bytes: memory-mapped when large (no copy; never written), else read."""
+    if path.stat().st_size < 1 << 24:
+        return path.read_bytes()
+    return pa.memory_map(str(path), "r").read_buffer()
+
+
+def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pa.Array | None]:
+    data = _file_bytes(path)  # bytes or an arrow buffer
+    buf = np.frombuffer(data, dtype=np.uint8)
     enc = m.encoding.lower().replace("_", "-")
-    if enc in ("utf-8", "utf8") and data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    if enc in ("utf-8", "utf8") and buf[:3].tobytes() == b"\xef\xbb\xbf":
+        data, buf = data[3:], buf[3:]
     try:
-        head = data[:65536].decode(m.encoding, errors="strict" if len(data) <= 65536 else "ignore")
+        head = bytes(buf[:65536]).decode(m.encoding,
+                                         errors="strict" if len(buf) <= 65536 else "ignore")
     except UnicodeDecodeError:
         raise LoadError(f"{path.name} is not readable as {m.encoding}; "
                         "set encoding in the mapping file") from None
@@ -164,31 +175,147 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pd.Seri
     delim = m.delimiter or _sniff_delimiter(body)
     header = next(csv.reader([lines[m.header_row - 1]], delimiter=delim))
     _check_headers(header, path)
-    read_opts = pacsv.ReadOptions(skip_rows=m.header_row - 1, encoding=m.encoding,
-                                  block_size=1 << 24)
-    parse_opts = pacsv.ParseOptions(delimiter=delim, newlines_in_values=True)
     conv = pacsv.ConvertOptions(column_types={h: pa.string() for h in header},
                                 strings_can_be_null=True, null_values=[""],
                                 quoted_strings_can_be_null=True)
-    try:
-        table = pacsv.read_csv(io.BytesIO(data), read_opts, parse_opts, conv)
-    except pa.ArrowInvalid as exc:
-        raise LoadError(f"{path.name} is not a readable CSV file: {str(exc).splitlines()[0]}") \
-            from None
+    table = None
+    breaks = None
+    if _one_byte_lines(m.encoding):
+        # Reading with newlines_in_values=False is much faster, but the reader then splits
+        # the file into blocks at any line break: the table is kept only when no value
+        # spans a line, which the scan (run meanwhile: numpy and arrow free the GIL) tells.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            fast = pool.submit(_read_csv_table, data, m,
+                               pacsv.ParseOptions(delimiter=delim, newlines_in_values=False),
+                               conv)
+            breaks, quotes = _scan(buf)
+            lines_are_records = _values_stay_on_their_line(buf, breaks, quotes, delim)
+            try:
+                table = fast.result()
+            except pa.ArrowInvalid:
+                table = None
+            if not lines_are_records:
+                table = None
+    if table is None:
+        try:
+            table = _read_csv_table(data, m, pacsv.ParseOptions(delimiter=delim,
+                                                                newlines_in_values=True), conv)
+        except pa.ArrowInvalid as exc:
+            raise LoadError(f"{path.name} is not a readable CSV file: "
+                            f"{str(exc).splitlines()[0]}") from None
     n = table.num_rows
     # Row numbers as a person sees them: line numbers. Fast when every record is one line.
-    newlines = data.count(b"\n")
-    ends_open = not data.endswith(b"\n")
+    newlines = len(breaks) if breaks is not None else int(np.count_nonzero(buf == 10))
+    ends_open = len(buf) == 0 or buf[-1] != 10
     if m.encoding.lower().startswith("utf-16"):
-        rows, keys = _csv_line_numbers(data, m, delim), None
+        rows, keys = _csv_line_numbers(bytes(buf), m, delim), None
     elif newlines + ends_open == m.header_row + n:
         rows = np.arange(m.header_row + 1, m.header_row + 1 + n, dtype=np.int64)
         # one line per record: the raw line text is the exact-duplicate key
-        keys = pd.Series(data.split(b"\n")[m.header_row:m.header_row + n])
+        keys = _line_keys(data, m.header_row, n, breaks)
     else:
-        rows, keys = _csv_line_numbers(data, m, delim), None
+        rows, keys = _csv_line_numbers(bytes(buf), m, delim), None
     frame = table.to_pandas()
     return frame, rows, keys
+
+
+def _scan(buf: np.ndarray, step: int = 1 << 18) -> tuple[np.ndarray, np.ndarray | None]:
+    """Positions of every line feed, and of every double quote when no CR stands alone.
+
+    The quotes are None when a CR is not followed by a line feed (the CSV reader also
+    breaks lines there) or quotes abound (not worth checking). One pass in cache-sized
+    pieces: about twice as fast as whole-array comparisons.
+    """
+    breaks, quotes = [], []
+    n_breaks = n_quotes = 0
+    usable = True
+    for i in range(0, len(buf), step):
+        piece = buf[i:i + step]
+        b = np.flatnonzero(piece == 10)
+        breaks.append(b + i)
+        n_breaks += len(b)
+        if not usable:
+            continue
+        cr = np.flatnonzero(piece == 13) + i
+        if len(cr) and ((cr + 1 >= len(buf)).any()
+                        or (buf[np.minimum(cr + 1, len(buf) - 1)] != 10).any()):
+            usable = False
+            continue
+        q = np.flatnonzero(piece == 34)
+        quotes.append(q + i)
+        n_quotes += len(q)
+        usable = n_quotes <= 4 * n_breaks + 10_000
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.concatenate(breaks) if breaks else empty,
+            (np.concatenate(quotes) if quotes else empty) if usable else None)
+
+
+def _read_csv_table(data: Any, m: Mapping, parse_opts: pacsv.ParseOptions,
+                    conv: pacsv.ConvertOptions) -> pa.Table:
+    """Every column as text; a record longer than arrow's default block is read again."""
+    for block_size in (None, 1 << 26):
+        read_opts = pacsv.ReadOptions(skip_rows=m.header_row - 1, encoding=m.encoding,
+                                      **({"block_size": block_size} if block_size else {}))
+        try:
+            return pacsv.read_csv(pa.BufferReader(data), read_opts, parse_opts, conv)
+        except pa.ArrowInvalid as exc:
+            if block_size or "block size" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _one_byte_lines(encoding: str) -> bool:
+    """Line breaks, quotes and delimiters are single ASCII bytes in this encoding."""
+    enc = encoding.lower().replace("_", "-")
+    return enc in {"utf-8", "utf8", "ascii", "us-ascii", "latin-1", "latin1", "iso-8859-1",
+                   "iso-8859-15", "cp1252", "windows-1252"}
+
+
+def _values_stay_on_their_line(buf: np.ndarray, breaks: np.ndarray, q: np.ndarray | None,
+                               delim: str) -> bool:
+    """True when no quoted value can hold a line break, so lines are records.
+
+    Follows the CSV reader's quoting (a quote opens a value only at its start, and a
+    doubled quote inside quotes is a quote): counting the quotes on each line, a line
+    is left inside quotes exactly when it has an odd number of them, provided no quote
+    stands in the middle of an unquoted value. Both are checked; a lone CR (also a line
+    break to the reader) or very many quotes (q is None, see _scan) answer False.
+    """
+    if q is None:
+        return False
+    if len(q) == 0:
+        return True
+    line = np.searchsorted(breaks, q)  # line of each quote: the line breaks before it
+    new_line = np.ones(len(q), dtype=bool)
+    new_line[1:] = line[1:] != line[:-1]
+    idx = np.arange(len(q))
+    k = idx - np.maximum.accumulate(np.where(new_line, idx, 0))  # quotes before it, same line
+    last = np.ones(len(q), dtype=bool)
+    last[:-1] = new_line[1:]
+    if (k[last] % 2 == 0).any():  # a line with an odd number of quotes
+        return False
+    prev = buf[np.maximum(q - 1, 0)]
+    at_start = (q == 0) | (prev == 10) | (prev == ord(delim))
+    # an even number of quotes before it: outside quotes, so it must open a value (or be
+    # the second of a doubled quote, right after the first)
+    outside = (k % 2 == 0) & ~at_start & (prev != 34)
+    return not outside.any()
+
+
+def _line_keys(data: Any, skip: int, n: int, breaks: np.ndarray | None = None) -> pa.Array:
+    """Lines skip … skip+n-1 of the file, each with its line break, as arrow binary values.
+
+    The values point into `data` (no copy). Only a last line without a line break lacks
+    it; _reject_duplicates allows for that.
+    """
+    if breaks is None:
+        breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    starts = np.concatenate(([0], breaks + 1))  # where each line starts; then the end
+    offsets = starts[skip:skip + n + 1]
+    if len(offsets) < n + 1:
+        offsets = np.append(offsets, len(data))
+    return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(
+        np.ascontiguousarray(offsets, dtype=np.int64)), pa.py_buffer(memoryview(data))])
 
 
 def _csv_line_numbers(data: bytes, m: Mapping, delim: str) -> np.ndarray:
@@ -238,15 +365,83 @@ def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
     _check_headers(header, path)
     body = cells[m.header_row:]
     width = len(header)
-    keep = [i for i, r in enumerate(body) if any(v not in (None, "") for v in r[:width])]
-    rows = np.asarray(keep, dtype=np.int64) + m.header_row + 1
-    data = [body[i][:width] for i in keep]
-    cols = {h or f"column_{j + 1}": pd.Series([r[j] if j < len(r) else None for r in data],
-                                             dtype=object)
-            for j, h in enumerate(header)}
-    frame = pd.DataFrame(cols)
-    frame = frame.map(lambda v: None if v == "" else v) if len(frame) else frame
-    return frame, rows, None
+    columns = _cell_columns(body, width)
+    del cells, body
+    # Each column: which cells are empty ("" or None); a text column becomes arrow
+    # text straight away (converting each Python string once is the main cost here).
+    texts: dict[int, pa.Array] = {}
+    empty = np.zeros((columns.shape[1], width), dtype=bool)
+    for j, col in enumerate(columns):
+        text = _as_arrow_text(col)
+        if text is not None:
+            texts[j] = text
+            empty[:, j] = pc.or_kleene(text.is_null(), pc.equal(text, "")).fill_null(True)\
+                .to_numpy(zero_copy_only=False)
+        else:
+            empty[:, j] = (col == "") | (col == None)  # elementwise, per cell
+    keep = np.flatnonzero(~empty.all(axis=1)) if width else np.zeros(0, dtype=np.int64)
+    rows = keep.astype(np.int64) + m.header_row + 1
+    cols: dict[str, Any] = {}
+    for j, h in enumerate(header):
+        name = h or f"column_{j + 1}"
+        if not len(keep):
+            cols[name] = pd.Series([], dtype=object)
+            continue
+        missing = empty[keep, j]
+        if j in texts and not missing.all():
+            # what pandas infers for text with gaps: str, empty cells missing
+            text = texts[j].take(pa.array(keep))
+            cols[name] = pd.Series(pc.if_else(pa.array(missing), pa.scalar(None, text.type),
+                                              text), dtype="str")
+            continue
+        col = columns[j][keep]
+        col[missing] = None  # an empty cell is missing
+        # typed as pandas types what a cell-by-cell map returns
+        cols[name] = _infer_cells(col)
+    return pd.DataFrame(cols), rows, None
+
+
+def _cell_columns(body: list[list[Any]], width: int) -> np.ndarray:
+    """The first `width` cells of each row as a (rows, width) object array (short rows
+    padded with None); transposed, so that each row of the result is a column."""
+    lengths = {len(r) for r in body}
+    if len(lengths) == 1 and min(lengths) == width:
+        grid = np.empty((len(body), width), dtype=object)
+        grid[:] = body
+        return grid.T
+    grid = np.full((len(body), width), None, dtype=object)
+    if body and width:
+        if len(lengths) == 1 and min(lengths) > width:
+            full = np.empty((len(body), min(lengths)), dtype=object)
+            full[:] = body
+            grid[:] = full[:, :width]
+        else:
+            for i, r in enumerate(body):
+                part = r[:width]
+                grid[i, :len(part)] = part
+    return grid.T
+
+
+def _as_arrow_text(col: Any) -> pa.Array | None:
+    """Arrow text when every cell is text (or missing); None for numbers, dates, etc."""
+    from pandas._config import using_string_dtype
+
+    if len(col) < BY_VALUE_MIN_ROWS or not using_string_dtype():
+        return None
+    try:
+        return pa.array(col, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return None
+
+
+def _infer_cells(values: np.ndarray) -> Any:
+    """What `Series.map` makes of these cell values: numbers, str, or object."""
+    try:
+        from pandas._libs import lib
+
+        return lib.maybe_convert_objects(values)  # what map_infer does after mapping
+    except (ImportError, AttributeError, TypeError):  # pandas internals moved: the slow way
+        return pd.Series(values, dtype=object).map(lambda v: v)
 
 
 def _read_parquet(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
@@ -267,8 +462,21 @@ def _is_str(s: pd.Series) -> bool:
     return isinstance(s.dtype, pd.StringDtype)
 
 
+def _arrow_strings(s: pd.Series) -> pa.ChunkedArray | None:
+    """The arrow strings behind a pyarrow-backed string column (no copy), else None."""
+    if not (_is_str(s) and s.dtype.storage == "pyarrow"):
+        return None
+    arr = s.array.__arrow_array__()
+    return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+
+
 def _as_text(s: pd.Series) -> pd.Series:
     """Values as stripped text, missing as NA; numbers from Excel written without '.0'."""
+    arr = _arrow_strings(s)
+    if arr is not None:  # the same strip pandas does (utf8_trim_whitespace), without pandas
+        arr = pc.utf8_trim_whitespace(arr)
+        arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, arr.type), arr)
+        return pd.Series(pd.array(arr, dtype="string"), index=s.index)
     if _is_str(s):
         out = s.str.strip()
     else:
@@ -603,21 +811,65 @@ def _required_present(table: str, used: dict[str, str], file: str) -> bool:
 
 
 
+#: Columns at least this long are parsed one distinct value at a time (see _parse_by_value).
+BY_VALUE_MIN_ROWS = 5_000
+
+
+def _parse_by_value(parse: Any, s: pd.Series) -> tuple[pd.Series, np.ndarray, Any]:
+    """Parse each distinct value of a long text column once and spread the results.
+
+    Exactly the same result as `parse(s)`: every parser is cell by cell (a cell's value,
+    bad flag and reason depend on that cell alone; the one column-wide choice, the
+    fast path or parse_int's reason, depends only on which values occur). A typed
+    column holds few distinct values (dates, energies, yes/no), so this parses
+    hundreds of values instead of a million, and a few bad cells no longer send the
+    whole column down the slow path.
+    """
+    arr = _arrow_strings(s) if len(s) >= BY_VALUE_MIN_ROWS else None
+    if arr is None:
+        return parse(s)
+    enc = arr.dictionary_encode()
+    dictionary = enc.chunk(0).dictionary
+    if 4 * len(dictionary) > len(s):  # mostly distinct values: nothing to gain
+        return parse(s)
+    # the distinct values, then one missing cell (where the missing cells point)
+    distinct = pd.Series(pa.concat_arrays([dictionary, pa.nulls(1, dictionary.type)]),
+                         dtype=s.dtype)
+    codes = pc.fill_null(pa.chunked_array([c.indices for c in enc.chunks], pa.int32()),
+                         len(dictionary)).to_numpy()
+    values, bad, why = parse(distinct)
+    out = pd.Series(values.array.take(codes), index=s.index)
+    if isinstance(why, pd.Series):
+        why = pd.Series(why.to_numpy(dtype=object)[codes], index=s.index)
+    return out, np.asarray(bad, dtype=bool)[codes], why
+
+
 def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: Mapping,
                  kind: str, true_words: set[str], false_words: set[str]
                  ) -> tuple[pd.Series, np.ndarray, Any]:
     if fname in schema.INSTRUMENTS:  # a wide outcomes column: the score on that instrument
-        return parse_float(s, m.decimal)
+        return _parse_by_value(lambda x: parse_float(x, m.decimal), s)
     f = fields[fname]
     if f.type == "string":
         return parse_string(s)
     if f.type == "float":
-        return parse_float(s, m.decimal, UNITS[m.units.get(fname, "mJ")])
+        factor = UNITS[m.units.get(fname, "mJ")]
+        return _parse_by_value(lambda x: parse_float(x, m.decimal, factor), s)
     if f.type == "int":
-        return parse_int(s, m.decimal)
+        return _parse_by_value(lambda x: parse_int(x, m.decimal), s)
     if f.type == "bool":
-        return parse_bool(s, true_words, false_words)
-    return parse_date(s, m.date_format, excel_serials=kind == "xlsx")
+        return _parse_by_value(lambda x: parse_bool(x, true_words, false_words), s)
+    return _parse_by_value(
+        lambda x: parse_date(x, m.date_format, excel_serials=kind == "xlsx"), s)
+
+
+def _map_threads(fn: Any, items: list[Any], big: bool = True) -> list[Any]:
+    """fn over items, on one thread per core when the work is big enough to pay."""
+    workers = min(len(items), os.cpu_count() or 1)
+    if not big or workers < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
 
 
 def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None, table: str,
@@ -645,9 +897,14 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None,
 
     values: dict[str, pd.Series] = {}
     problems: dict[str, tuple[np.ndarray, Any]] = {}
-    for fname, header in used.items():
-        vals, bad, why = _parse_field(fname, raw[header], fields, m, kind, true_words,
-                                      false_words)
+    columns = {fname: raw[header] for fname, header in used.items()}
+
+    def parse(fname: str) -> tuple[pd.Series, np.ndarray, Any]:
+        return _parse_field(fname, columns[fname], fields, m, kind, true_words, false_words)
+
+    # columns are independent and arrow does the heavy work without holding the GIL
+    parsed = _map_threads(parse, list(columns), big=n >= BY_VALUE_MIN_ROWS)
+    for fname, (vals, bad, why) in zip(columns, parsed, strict=True):
         values[fname] = vals.reset_index(drop=True)
         problems[fname] = (bad, why.to_numpy(dtype=object) if isinstance(why, pd.Series) else why)
     bar.step("parsed")
@@ -662,9 +919,13 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None,
             reject(*problems[fname][:1], fname, problems[fname][1])
     if table == "outcomes":
         _check_outcomes(values, wide, reject)
-    _reject_duplicates(raw, line_keys, rows, reject)
+    # patient and day as one number per row: equal rows have equal keys
+    patient_day = _pair_key(pd.factorize(values["patient_id"])[0] + 1,
+                            _day_codes(values[date_field]))
+    shared = _shared(patient_day)  # only these rows can repeat another row or its day
+    _reject_duplicates(raw, line_keys, rows, reject, patient_day, shared)
     if table == "sessions":
-        _derive_session_ids(values, rejected, rows, reject)
+        _derive_session_ids(values, rejected, rows, reject, patient_day, shared)
     bar.step("checked")
 
     keep = ~rejected
@@ -738,44 +999,134 @@ def _range_text(ins: schema.Instrument) -> str:
     return f"{low}–{high}"
 
 
-def _reject_duplicates(raw: pd.DataFrame, line_keys: pd.Series | None, rows: np.ndarray,
-                       reject: Any) -> None:
-    """A row that repeats an earlier row exactly is a duplicate of that row."""
-    if len(raw) == 0:
+def _repeats(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that repeat an earlier row, and the position of the first such row.
+
+    `codes` number equal rows in order of first appearance (as factorize and arrow's
+    dictionary_encode do); -1 is a missing key, never a repeat.
+    """
+    n = len(codes)
+    valid = codes >= 0
+    pos = np.flatnonzero(valid)
+    c = codes[valid]
+    is_first = np.ones(len(c), dtype=bool)
+    if len(c) > 1:  # a code appears for the first time when it exceeds every earlier one
+        is_first[1:] = c[1:] > np.maximum.accumulate(c)[:-1]
+    dup = np.zeros(n, dtype=bool)
+    dup[pos[~is_first]] = True
+    first = np.full(n, -1, dtype=np.int64)
+    first[pos] = pos[is_first][c]
+    return dup, first
+
+
+def _day_codes(dates: pd.Series) -> np.ndarray:
+    """Days as small non-negative numbers, 0 for a missing date."""
+    days = dates.to_numpy(dtype="datetime64[D]")
+    known = ~np.isnat(days)
+    out = np.zeros(len(days), dtype=np.int64)
+    if known.any():
+        d = days[known].astype(np.int64)
+        out[known] = d - d.min() + 1
+    return out
+
+
+def _pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One int64 per row, equal exactly when a and b (non-negative codes) both are."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    if (int(a.max(initial=0)) + 1) * (int(b.max(initial=0)) + 1) >= 2**62:
+        a, b = pd.factorize(a)[0].astype(np.int64), pd.factorize(b)[0].astype(np.int64)
+    return a * (int(b.max(initial=0)) + 1) + b
+
+
+def _shared(key: np.ndarray) -> np.ndarray:
+    """Positions of the rows whose key occurs more than once."""
+    return np.flatnonzero(pd.Series(key).duplicated(keep=False).to_numpy())
+
+
+def _reject_duplicates(raw: pd.DataFrame, line_keys: pa.Array | None, rows: np.ndarray,
+                       reject: Any, patient_day: np.ndarray, shared: np.ndarray) -> None:
+    """A row that repeats an earlier row exactly is a duplicate of that row.
+
+    Equal rows have the same patient and date (`shared`: the rows whose patient and day
+    occur more than once) and, in a CSV, lines of the same length: only rows that share
+    those are compared in full.
+    """
+    n = len(raw)
+    if n == 0:
         return
-    if line_keys is not None and len(line_keys) == len(raw):
-        keys = line_keys  # one line per record: compare the lines verbatim
+    one_line = line_keys is not None and len(line_keys) == n
+    if one_line:  # one line per record: compare the lines verbatim
+        lengths = pc.binary_length(line_keys).to_numpy().astype(np.int64)
+        last = line_keys[-1].as_py()
+        open_end = not last.endswith(b"\n")  # every other line ends with its line break
+        lengths[:n - 1 if open_end else n] -= 1
+        cand = shared[_shared(_pair_key(lengths[shared], patient_day[shared]))]
+        if len(cand) == 0:
+            return
+        codes = line_keys.take(pa.array(cand)).dictionary_encode().indices.to_numpy()
+        codes = codes.astype(np.int64)
+        if open_end and cand[-1] == n - 1 and len(cand) > 1:
+            sub = line_keys.take(pa.array(cand[:-1]))
+            same = pc.index(sub, pa.scalar(last + b"\n", line_keys.type)).as_py()
+            if same >= 0:
+                codes[-1] = codes[same]
     else:
+        cand = shared
+        if len(cand) == 0:
+            return
+        sub = raw.iloc[cand]
         try:
-            keys = pd.util.hash_pandas_object(raw, index=False)
+            hashes = pd.util.hash_pandas_object(sub, index=False)
         except TypeError:
-            keys = pd.util.hash_pandas_object(raw.astype(str), index=False)
-    dup = keys.duplicated().to_numpy()
-    if not dup.any():
+            hashes = pd.util.hash_pandas_object(sub.astype(str), index=False)
+        codes = pd.factorize(hashes.to_numpy())[0]
+    dup_sub, first_sub = _repeats(codes)
+    if not dup_sub.any():
         return
-    first = pd.Series(np.arange(len(raw))).groupby(keys.to_numpy()).transform("first").to_numpy()
-    reasons = np.full(len(raw), "", dtype=object)
+    dup = np.zeros(n, dtype=bool)
+    dup[cand[dup_sub]] = True
+    first = np.full(n, -1, dtype=np.int64)
+    first[cand[dup_sub]] = cand[first_sub[dup_sub]]
+    reasons = np.full(n, "", dtype=object)
     reasons[dup] = [f"duplicate of row {rows[j]}" for j in first[dup]]
     reject(dup, "(whole row)", reasons)
 
 
 def _derive_session_ids(values: dict[str, pd.Series], rejected: np.ndarray, rows: np.ndarray,
-                        reject: Any) -> None:
-    """session_id as given, else patient_id:session_date:n; a repeated id is rejected."""
+                        reject: Any, patient_day: np.ndarray, shared: np.ndarray) -> None:
+    """session_id as given, else patient_id:session_date:n; a repeated id is rejected.
+
+    n counts the patient's earlier loaded sessions that day (1 for the first); only
+    rows in `shared` (patient and day occur more than once) can have n > 1.
+    """
     n = len(rejected)
-    given = values.get("session_id", pd.Series(pd.NA, index=range(n), dtype="string"))
-    pid = values["patient_id"].astype("string")
-    day = values["session_date"].dt.strftime("%Y-%m-%d").astype("string")
-    base = pid + ":" + day
-    live = pd.Series(~rejected)
-    seq = base.where(live).groupby(base.where(live)).cumcount() + 1
-    derived = base + ":" + seq.astype("Int64").astype("string")
+    live = ~rejected  # a live row has its patient and its date
+    seq = np.ones(n, dtype=np.int64)
+    again = shared[live[shared]]
+    again = again[_shared(patient_day[again])]  # sharing the day with another live row
+    if len(again):  # rank within each patient-day, in file order
+        order = again[np.argsort(patient_day[again], kind="stable")]
+        k = patient_day[order]
+        pos = np.arange(len(order))
+        start = np.maximum.accumulate(np.where(np.r_[True, k[1:] != k[:-1]], pos, 0))
+        seq[order] = pos - start + 1
+    pid = _arrow_strings(values["patient_id"].astype("string"))
+    days = values["session_date"].to_numpy(dtype="datetime64[D]")
+    derived = pc.binary_join_element_wise(
+        pid.cast(pa.large_string()), pa.array(days, type=pa.date32()).cast(pa.large_string()),
+        pa.array(seq, mask=rejected).cast(pa.large_string()), pa.scalar(":", pa.large_string()))
+    derived = pd.Series(pd.array(derived, dtype="string"))
+    given = values.get("session_id")
+    if given is None or not given.notna().any():
+        # derived ids never repeat: patient, a 10-character day and n read back apart
+        values["session_id"] = derived
+        return
     sid = given.where(given.notna(), derived)
     values["session_id"] = sid
-    live_sid = sid.where(live)
-    dup = (live_sid.duplicated() & live_sid.notna()).to_numpy(dtype=bool)
+    live_sid = sid.where(pd.Series(live))
+    dup, first = _repeats(pd.factorize(live_sid)[0])
     if dup.any():
-        first = pd.Series(np.arange(n)).groupby(live_sid.to_numpy()).transform("first").to_numpy()
         reasons = np.full(n, "", dtype=object)
         reasons[dup] = [f"session_id already used on row {rows[int(j)]}" for j in first[dup]]
         reject(dup, "session_id", reasons)
@@ -784,22 +1135,37 @@ def _derive_session_ids(values: dict[str, pd.Series], rejected: np.ndarray, rows
 def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], used: dict[str, str],
               unknown: list[str], table: str, keep: np.ndarray, rows: np.ndarray,
               file: str) -> pd.DataFrame:
-    cols: dict[str, Any] = {}
+    k = int(keep.sum())
+    picks = None if k == len(keep) else np.flatnonzero(keep)
+
+    def kept(s: pd.Series, dtype: Any = None) -> pd.Series:
+        arr = s.array if picks is None else s.array.take(picks)
+        if dtype is not None:
+            arr = arr.astype(dtype, copy=False)
+        return pd.Series(arr, dtype=arr.dtype, copy=False)  # no inference from object
+
+    jobs: dict[str, tuple[pd.Series, Any]] = {}
     for f in schema.TABLES[table]:
         if f.name in values:
-            cols[f.name] = values[f.name][keep].astype(f.dtype).reset_index(drop=True)
-        else:
-            cols[f.name] = pd.Series(pd.array([None] * int(keep.sum()), dtype=f.dtype)) \
-                if f.type != "date" else pd.Series(pd.NaT, index=range(int(keep.sum())),
-                                                   dtype=f.dtype)
+            jobs[f.name] = (values[f.name], f.dtype)
     for iid in schema.INSTRUMENTS:
         if table == "outcomes" and iid in values:
-            cols[iid] = values[iid][keep].reset_index(drop=True)
+            jobs[iid] = (values[iid], None)
     for h in unknown:
-        cols[h] = raw[h][keep].reset_index(drop=True)
-    cols["source_file"] = pd.Series(file, index=range(int(keep.sum())), dtype="string")
+        jobs[h] = (raw[h], None)
+    # one take per column; arrow's (text columns) runs without the GIL
+    done = dict(zip(jobs, _map_threads(lambda name: kept(*jobs[name]), list(jobs),
+                                       big=len(keep) >= BY_VALUE_MIN_ROWS), strict=True))
+    cols: dict[str, Any] = {}
+    for f in schema.TABLES[table]:
+        cols[f.name] = done[f.name] if f.name in done else \
+            pd.Series(pd.NaT if f.type == "date" else pd.NA, index=range(k), dtype=f.dtype)
+    for name in jobs:
+        if name not in cols:
+            cols[name] = done[name]
+    cols["source_file"] = pd.Series(file, index=range(k), dtype="string")
     cols["source_row"] = pd.Series(rows[keep], dtype="int64")
-    return pd.DataFrame(cols)
+    return pd.DataFrame(cols, copy=False)
 
 
 def _melt_wide(data: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,126 @@
+"""Benchmark the audit against loading the same data.
+
+    python benchmarks/bench_audit.py [--sessions N] [--repeat K]
+
+Generates N synthetic sessions (default 1,000,000) and their outcomes, writes both as
+CSV, then times (best of K runs):
+
+* the baseline: loading the sessions CSV with our loader (``outcomes.load.load``);
+* the audit: ``run_audit(sessions, load_protocol(), outcomes)`` plus
+  ``summary()``, ``summary("operator")``, ``summary("month")`` and ``flagged()``.
+
+Target (from the issue): the audit takes no longer than loading the same CSV
+(ratio <= 1.0) and the whole job (load both files, audit, summaries) peaks under
+4 GB of resident memory, measured in a subprocess with
+``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_load import (
+    GIB,
+    best_of,
+    fmt_ratio,
+    generate_exactly,
+    peak_rss,
+    print_table,
+    verdict,
+    write_csv,
+)
+
+RSS_AUDIT = """
+import sys
+from outcomes.audit import run_audit
+from outcomes.load import load
+from outcomes.protocol import load_protocol
+s = load(sys.argv[1], progress=False).data
+o = load(sys.argv[2], progress=False).data
+a = run_audit(s, load_protocol(), o)
+a.summary(); a.summary("operator"); a.summary("month"); a.flagged()
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per timing (best is kept)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
+    args = ap.parse_args(argv)
+
+    import pandas as pd
+    import pyarrow
+
+    from outcomes.audit import run_audit
+    from outcomes.load import load
+    from outcomes.protocol import load_protocol
+
+    print(f"pandas {pd.__version__}, pyarrow {pyarrow.__version__}, "
+          f"python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="outcomes-bench-") as tmp:
+        folder = Path(tmp)
+        t = time.perf_counter()
+        sessions, outcomes = generate_exactly(args.sessions)
+        s_path = write_csv(sessions, folder / "sessions.csv")
+        o_path = write_csv(outcomes, folder / "outcomes.csv")
+        print(f"generated and wrote {len(sessions):,} sessions and {len(outcomes):,} outcome "
+              f"rows in {time.perf_counter() - t:.1f} s")
+        del sessions, outcomes
+        gc.collect()
+
+        k = args.repeat
+        load_s = best_of(lambda: load(s_path, progress=False), k)
+        print(f"  load sessions CSV: {load_s:.3f} s", flush=True)
+        data = {"sessions": load(s_path, progress=False).data}
+        t = time.perf_counter()
+        data["outcomes"] = load(o_path, progress=False).data
+        print(f"  (load outcomes CSV: {time.perf_counter() - t:.3f} s, not in the ratio)")
+        protocol = load_protocol()
+
+        steps: dict[str, list[float]] = {}
+
+        def audit_once() -> None:
+            t0 = time.perf_counter()
+            a = run_audit(data["sessions"], protocol, data["outcomes"])
+            t1 = time.perf_counter()
+            a.summary()
+            t2 = time.perf_counter()
+            a.summary("operator")
+            t3 = time.perf_counter()
+            a.summary("month")
+            t4 = time.perf_counter()
+            a.flagged()
+            t5 = time.perf_counter()
+            for name, d in (("run_audit", t1 - t0), ('summary()', t2 - t1),
+                            ('summary("operator")', t3 - t2), ('summary("month")', t4 - t3),
+                            ("flagged()", t5 - t4)):
+                steps.setdefault(name, []).append(d)
+
+        audit_s = best_of(audit_once, k)
+        for name, ds in steps.items():
+            print(f"  {name:22s} {min(ds):.3f} s")
+        print(f"  audit total: {audit_s:.3f} s", flush=True)
+        rows = [(f"audit vs load, {args.sessions:,}-row sessions CSV", f"{load_s:.2f} s",
+                 f"{audit_s:.2f} s", fmt_ratio(audit_s, load_s), "<= 1.0x",
+                 verdict(audit_s <= load_s))]
+        data.clear()
+        gc.collect()
+        if not args.no_memory:
+            rss = peak_rss(RSS_AUDIT, str(s_path), str(o_path))
+            rows.append(("peak RSS: load both CSVs + audit + summaries", "-",
+                         f"{rss / 2**20:,.0f} MiB", "-", "< 4 GiB", verdict(rss < 4 * GIB)))
+            print(f"  peak RSS: {rss / 2**20:,.0f} MiB", flush=True)
+
+    print(f"\nbest of {k} runs")
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Benchmark the loader against the raw readers it is built on.
+
+    python benchmarks/bench_load.py [--sessions N] [--xlsx-rows M] [--repeat K]
+
+Generates N synthetic sessions (``outcomes.sample.generate``, trimmed to exactly N
+rows), writes them as CSV and Parquet and the first M rows as XLSX in a temporary
+folder, then times, in one run:
+
+* CSV:     raw ``pyarrow.csv.read_csv(path).to_pandas()`` vs ``outcomes.load.load(path)``
+* Parquet: ``pd.read_parquet`` vs ``load``
+* XLSX:    raw calamine ``to_python()`` vs ``load``
+* peak memory (RSS) of the raw pyarrow read and of our CSV load, each in its own
+  subprocess, read with ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``.
+
+Each timing is the best of K runs (default 3). Targets (from the issue): our CSV load
+within 1.5x raw pyarrow, our XLSX load within 1.3x raw calamine, peak memory of our
+CSV load of the 1M-row file under 3 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+SESSIONS_PER_PATIENT = 3.8  # what generate() gives on average
+GIB = 1024**3
+
+# each runs in a fresh interpreter; the launcher reports RUSAGE_CHILDREN of its one child
+RSS_RAW = "import sys, pyarrow.csv as c; t = c.read_csv(sys.argv[1]).to_pandas()"
+RSS_OURS = "import sys; from outcomes.load import load; r = load(sys.argv[1], progress=False)"
+LAUNCHER = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def generate_exactly(n: int, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Exactly n synthetic sessions (and the outcomes of the patients they cover)."""
+    from outcomes.sample import generate
+
+    patients = max(20, math.ceil(n / SESSIONS_PER_PATIENT * 1.03))
+    while True:
+        sessions, outcomes = generate(patients=patients, seed=seed)
+        if len(sessions) >= n:
+            break
+        patients = math.ceil(patients * 1.1)
+    sessions = sessions.iloc[:n].reset_index(drop=True)
+    kept = outcomes["patient_id"].isin(sessions["patient_id"].dropna().unique())
+    return sessions, outcomes[kept].reset_index(drop=True)
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    """As the sample export writes it (``outcomes sample``)."""
+    df.to_csv(path, index=False, lineterminator="\n", encoding="utf-8")
+    return path
+
+
+def write_xlsx(df: pd.DataFrame, path: Path) -> Path:
+    """One sheet, header on row 1, cells as the export gives them (text and numbers)."""
+    columns = [[None if pd.isna(v) else v for v in df[c].tolist()] for c in df.columns]
+    rows = zip(*columns, strict=True)
+    try:
+        import xlsxwriter
+    except ImportError:  # openpyxl is a dependency; xlsxwriter is only faster
+        from openpyxl import Workbook
+
+        wb = Workbook(write_only=True)
+        ws = wb.create_sheet("sessions")
+        ws.append(list(df.columns))
+        for r in rows:
+            ws.append(list(r))
+        wb.save(path)
+        return path
+    wb = xlsxwriter.Workbook(str(path), {"constant_memory": True})
+    ws = wb.add_worksheet("sessions")
+    ws.write_row(0, 0, list(df.columns))
+    for i, r in enumerate(rows, start=1):
+        ws.write_row(i, 0, r)
+    wb.close()
+    return path
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    """Best wall time of `repeat` runs, the result dropped before the next run."""
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+        del result
+    return min(times)
+
+
+def peak_rss(code: str, *args: str) -> int:
+    """Peak resident memory (bytes) of `python -c code args` run in its own process."""
+    out = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-c", code, *args],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) * 1024  # Linux reports KiB
+
+
+def fmt_ratio(ours: float, base: float) -> str:
+    return f"{ours / base:.2f}x" if base > 0 else "-"
+
+
+def verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("met" if ok else "MISSED")
+
+
+def print_table(rows: list[tuple[str, str, str, str, str, str]]) -> None:
+    head = ("measure", "baseline", "ours", "ratio", "target", "")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    line = "  ".join("-" * w for w in widths)
+    print(line)
+    print("  ".join(str(h).ljust(w) for h, w in zip(head, widths, strict=True)))
+    print(line)
+    for r in rows:
+        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=1_000_000, help="CSV/Parquet rows")
+    ap.add_argument("--xlsx-rows", type=int, default=100_000, help="XLSX rows (first M)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per timing (best is kept)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    args = ap.parse_args(argv)
+
+    import pyarrow
+    import pyarrow.csv as pacsv
+    from python_calamine import CalamineWorkbook
+
+    from outcomes.load import load
+
+    print(f"pandas {pd.__version__}, pyarrow {pyarrow.__version__}, "
+          f"python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="outcomes-bench-") as tmp:
+        folder = Path(tmp)
+        t = time.perf_counter()
+        sessions, _ = generate_exactly(args.sessions)
+        print(f"generated {len(sessions):,} sessions x {sessions.shape[1]} columns "
+              f"in {time.perf_counter() - t:.1f} s")
+        t = time.perf_counter()
+        csv_path = write_csv(sessions, folder / "sessions.csv")
+        pq_path = folder / "sessions.parquet"
+        sessions.to_parquet(pq_path, index=False)
+        m = min(args.xlsx_rows, len(sessions))
+        xlsx_path = write_xlsx(sessions.iloc[:m], folder / "sessions.xlsx")
+        del sessions
+        gc.collect()
+        print(f"wrote CSV ({csv_path.stat().st_size / 2**20:.0f} MiB), Parquet "
+              f"({pq_path.stat().st_size / 2**20:.0f} MiB), XLSX {m:,} rows "
+              f"({xlsx_path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s")
+
+        k = args.repeat
+        rows = []
+
+        def timed(label: str, base_fn: Callable[[], object], ours_fn: Callable[[], object],
+                  target: float | None) -> None:
+            base = best_of(base_fn, k)
+            ours = best_of(ours_fn, k)
+            ok = None if target is None else ours / base <= target
+            rows.append((label, f"{base:.2f} s", f"{ours:.2f} s", fmt_ratio(ours, base),
+                         "-" if target is None else f"<= {target}x", verdict(ok)))
+            print(f"  {label}: baseline {base:.3f} s, ours {ours:.3f} s "
+                  f"({fmt_ratio(ours, base)})", flush=True)
+
+        n = args.sessions
+        timed(f"CSV {n:,} rows: pyarrow read_csv+to_pandas vs load",
+              lambda: pacsv.read_csv(csv_path).to_pandas(),
+              lambda: load(csv_path, progress=False), 1.5)
+        timed(f"Parquet {n:,} rows: pd.read_parquet vs load",
+              lambda: pd.read_parquet(pq_path), lambda: load(pq_path, progress=False), None)
+        timed(f"XLSX {m:,} rows: calamine to_python vs load",
+              lambda: CalamineWorkbook.from_path(str(xlsx_path)).get_sheet_by_index(0)
+              .to_python(),
+              lambda: load(xlsx_path, progress=False), 1.3)
+
+        if not args.no_memory:
+            raw_rss = peak_rss(RSS_RAW, str(csv_path))
+            our_rss = peak_rss(RSS_OURS, str(csv_path))
+            rows.append((f"peak RSS, CSV {n:,} rows: pyarrow vs load",
+                         f"{raw_rss / 2**20:,.0f} MiB", f"{our_rss / 2**20:,.0f} MiB",
+                         fmt_ratio(our_rss, raw_rss), "< 3 GiB", verdict(our_rss < 3 * GIB)))
+            print(f"  peak RSS: pyarrow {raw_rss / 2**20:,.0f} MiB, "
+                  f"ours {our_rss / 2**20:,.0f} MiB", flush=True)
+
+    print(f"\nbest of {k} runs; machine: {_machine()}")
+    print_table(rows)
+    return 0
+
+
+def _machine() -> str:
+    import os
+
+    cores = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    return f"{cores} cores, {mem:.0f} GiB"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
