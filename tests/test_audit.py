@@ -250,3 +250,27 @@ def test_audit_cli_split_and_bad_protocol(tmp_path):
                           str(SAMPLE / "sessions.csv"), "--since", "01.02.2025"],
                          capture_output=True, text=True, check=False)
     assert res.returncode == 2 and "YYYY-MM-DD" in res.stderr
+
+
+def test_a_field_the_export_lacks_is_not_recorded_not_not_met():
+    rows = [session(patient_id=p, coverage_pct=None) for p in ("A", "B", "C")]
+    a = run_audit(frame(rows), PROTOCOL)
+    s = a.summary().set_index("criterion")
+    assert s.loc["coverage", "status"] == "not recorded"
+    assert s.loc["coverage", "missing"] == s.loc["coverage", "eligible"] == 3
+    assert s.loc["start_energy", "compliant"] == 3  # three of three: interval decides
+    assert s.loc["start_energy", "status"] == "inconclusive"
+
+
+def test_audit_says_what_was_rejected_and_writes_the_log(tmp_path):
+    p = tmp_path / "sessions.csv"
+    p.write_text("patient_id,session_date,energy_start_mj\nP1,2025-01-02,25\n"
+                 "P1,2025-02-31,25\nP2,2025-01-03,25\n", encoding="utf-8")
+    out = tmp_path / "a"
+    res = subprocess.run([sys.executable, "-m", "outcomes.cli", "audit", str(p), "--out",
+                          str(out)], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "3 rows read, 2 loaded, 1 rejected and not audited" in res.stdout
+    log = pd.read_csv(out / "rejected_rows.csv")
+    assert log[["row", "reason"]].values.tolist() == [[3, "impossible date"]]
+    assert "Rejected rows" in openpyxl.load_workbook(out / "audit.xlsx").sheetnames

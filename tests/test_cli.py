@@ -78,3 +78,14 @@ def test_unreadable_sheet_is_exit_1(tmp_path):
     p.write_bytes(b"this is not a zip file")
     res = run("validate", str(p))
     assert res.returncode == 1 and "not a readable Excel workbook" in res.stderr
+
+
+def test_wrong_delimiter_is_one_sentence_without_patient_data(tmp_path):
+    p = tmp_path / "s.csv"
+    p.write_text("patient_id;session_date;patient_name\nP1;2025-01-02;Anna, Meier\n")
+    m = tmp_path / "m.toml"
+    m.write_text('[source]\ndelimiter = ","\n')
+    res = run("validate", str(p), "--mapping", str(m))
+    assert res.returncode == 1
+    assert "delimiter ','" in res.stderr and "Anna" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

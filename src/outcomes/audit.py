@@ -35,6 +35,7 @@ STATUS_TEXT = {
     "not met": "target not met",
     "inconclusive": "inconclusive: the interval spans the target",
     "no data": "no eligible records",
+    "not recorded": "not recorded: no eligible record documents the value",
 }
 
 
@@ -544,16 +545,22 @@ def _labels(columns: list[pd.Series]) -> tuple[pd.Index, list[np.ndarray]]:
 
 
 def status_of(compliant: np.ndarray, eligible: np.ndarray, ci_low: np.ndarray,
-              ci_high: np.ndarray, target: np.ndarray) -> np.ndarray:
+              ci_high: np.ndarray, target: np.ndarray,
+              missing: np.ndarray | None = None) -> np.ndarray:
     """Target met, not met, or inconclusive when the interval spans the target.
 
     A 100 % target (safety items) is met only when every eligible record complies:
     its interval never reaches 100 %, so the interval rule would never say "met".
+    "not recorded" when no eligible record documents the value at all (typically a
+    column the export does not have): a documentation question, not a practice one.
     """
     full = target >= 100
     met = np.where(full, compliant == eligible, ci_low * 100 >= target)
     not_met = np.where(full, compliant < eligible, ci_high * 100 < target)
-    return np.select([eligible == 0, met, not_met], ["no data", "met", "not met"],
+    unrecorded = (eligible > 0) & (missing == eligible) if missing is not None \
+        else np.zeros(len(eligible), dtype=bool)
+    return np.select([eligible == 0, unrecorded, met, not_met],
+                     ["no data", "not recorded", "met", "not met"],
                      "inconclusive").astype(object)
 
 
@@ -598,7 +605,7 @@ def summarise(verdicts: pd.DataFrame, protocol: Protocol,
     out["target"] = out["criterion"].map(targets).astype("float64")
     out["status"] = status_of(k, e, np.nan_to_num(out["ci_low"].to_numpy() / 100),
                               np.nan_to_num(out["ci_high"].to_numpy() / 100),
-                              out["target"].to_numpy())
+                              out["target"].to_numpy(), out["missing"].to_numpy())
     return out.reset_index(drop=True)
 
 
@@ -937,7 +944,8 @@ def about_rows(audit: Audit, files: pd.DataFrame | None = None) -> list[tuple[st
 
 
 def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = None,
-                comparison: pd.DataFrame | None = None, csv: bool = True) -> dict[str, Path]:
+                comparison: pd.DataFrame | None = None, csv: bool = True,
+                rejections: pd.DataFrame | None = None) -> dict[str, Path]:
     """audit.xlsx in out_dir, and (with csv) compliance.csv, verdicts.csv, flagged_sessions.csv.
 
     The full verdict table goes to CSV only: it can outgrow what Excel opens.
@@ -957,10 +965,14 @@ def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = 
                                          lambda t: verdict_records(audit).to_csv(t, index=False))
         paths["flagged_sessions"] = write_atomic(out / "flagged_sessions.csv",
                                                  lambda t: flagged.to_csv(t, index=False))
+        if rejections is not None:
+            paths["rejected_rows"] = write_atomic(out / "rejected_rows.csv",
+                                                  lambda t: rejections.to_csv(t, index=False))
     sheets = {"Compliance": summary, "By clinician": audit.summary("operator"),
               "By clinic": audit.summary("clinic"),
               "By month": audit.summary("month").assign(month=lambda d: d["month"].astype(str)),
               "Flagged sessions": flagged, "Indicators": audit.indicators(),
+              **({"Rejected rows": rejections} if rejections is not None else {}),
               "Protocol": pd.DataFrame(describe(audit.protocol))}
     if comparison is not None:
         sheets = {"Re-audit": comparison, **sheets}

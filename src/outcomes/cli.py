@@ -235,7 +235,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         before_audit = run_audit(earlier.sessions.data, protocol, ds.outcomes_data)
         comparison = compare(before_audit.summary(), summary)
     if args.out:
-        write_audit(audit, args.out, ds.files(), comparison)
+        write_audit(audit, args.out, ds.files(), comparison, rejections=ds.rejections())
     if args.json:
         print(json.dumps(audit_json(audit, summary, ds, comparison), ensure_ascii=False,
                          default=str, allow_nan=False))
@@ -283,6 +283,11 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
     lines = [f"{p.title} (protocol {p.id} v{p.version})",
              (f"{info['sessions_audited']:,} sessions in {info['courses']:,} courses "
               f"({info['courses_completed']:,} completed), data to {info['as_of']}")]
+    for r in ds.results():  # rows that never reached the audit are said, not hidden
+        if r.rows_rejected:
+            lines.append(f"{Path(r.file).name}: {r.rows_read:,} rows read, {r.rows_loaded:,} "
+                         f"loaded, {r.rows_rejected:,} rejected and not audited "
+                         f"(see rejected_rows.csv with --out, or outcomes validate)")
     if info["sessions_excluded"]:
         lines.append(f"{info['sessions_excluded']:,} sessions for other indications not audited")
     lines.append("")

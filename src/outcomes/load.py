@@ -201,8 +201,7 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pa.Arra
             table = _read_csv_table(data, m, pacsv.ParseOptions(delimiter=delim,
                                                                 newlines_in_values=True), conv)
         except pa.ArrowInvalid as exc:
-            raise LoadError(f"{path.name} is not a readable CSV file: "
-                            f"{str(exc).splitlines()[0]}") from None
+            raise LoadError(_csv_error(path, str(exc), delim)) from None
     n = table.num_rows
     # Row numbers as a person sees them: line numbers. Fast when every record is one line.
     newlines = len(breaks) if breaks is not None else int(np.count_nonzero(buf == 10))
@@ -332,6 +331,17 @@ def _csv_line_numbers(data: bytes, m: Mapping, delim: str) -> np.ndarray:
         if rec and any(cell != "" for cell in rec):
             rows.append(line_no)
     return np.asarray(rows, dtype=np.int64)
+
+
+def _csv_error(path: Path, message: str, delim: str) -> str:
+    """One sentence for an unreadable CSV, without echoing the row (it may name a patient)."""
+    shape = re.search(r"Expected (\d+) columns, got (\d+)", message)
+    shown = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}.get(delim, repr(delim))
+    if shape:
+        return (f"{path.name} is not a readable CSV file with delimiter {shown}: a row has "
+                f"{shape.group(2)} fields where the header has {shape.group(1)}; check the "
+                "delimiter (and quoting) in the mapping file")
+    return f"{path.name} is not a readable CSV file with delimiter {shown}"
 
 
 def _check_headers(header: list[Any], path: Path) -> None:

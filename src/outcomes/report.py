@@ -137,7 +137,8 @@ def build_report(data_dir: str | Path = "data/sample", protocol: str | Path = "f
     ds = load_data_dir(data_dir)
     audit = run_audit(ds.sessions.data, proto, ds.outcomes_data)
     out.mkdir(parents=True, exist_ok=True)
-    workbook = write_audit(audit, out, ds.files(), csv=False)["workbook"]
+    workbook = write_audit(audit, out, ds.files(), csv=False,
+                           rejections=ds.rejections())["workbook"]
     timings["load, audit and audit.xlsx"] = time.perf_counter() - t0
     bar.step("audit.xlsx")
     is_file = Path(str(protocol)).suffix == ".toml"

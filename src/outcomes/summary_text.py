@@ -110,7 +110,10 @@ def headlines(audit: Audit, k: int = 3) -> list[str]:
     lines.append(
         f"{counts.get('met', 0)} of {len(f)} steps meet their target, "
         f"{counts.get('not met', 0)} do not, and {counts.get('inconclusive', 0)} are "
-        "inconclusive (the 95 % interval spans the target).")
+        "inconclusive (the 95 % interval spans the target)"
+        + (f"; {counts['not recorded']} are not recorded at all in the data (no eligible "
+           "record documents the value: the export may lack the column)"
+           if counts.get("not recorded", 0) else "") + ".")
     low = f.head(k)
     lines.append("Followed least: " + "; ".join(
         f"{r.title} ({r.percent:.0f} %, target {r.target:g} %)" for r in low.itertuples())

@@ -22,6 +22,7 @@ from outcomes.files import atomic_path
 MAX_ROWS = 1_048_575  # Excel's limit less the header
 STATUS_FILL = {
     "met": "C6EFCE", "not met": "FFC7CE", "inconclusive": "FFEB9C", "no data": "EDEDED",
+    "not recorded": "EDEDED",
     "improved": "C6EFCE", "worse": "FFC7CE", "deviation": "FFC7CE",
     "not documented": "FFEB9C",
 }

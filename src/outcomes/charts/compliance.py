@@ -98,6 +98,7 @@ STATUS_STYLE = {  # marker shape carries the status too, not colour alone
     "met": (MEANING["compliant"], "o", "target met"),
     "inconclusive": (MEANING["not documented"], "s", "inconclusive (interval spans the target)"),
     "not met": (MEANING["deviation"], "D", "target not met"),
+    "not recorded": (PALETTE["grey"], "X", "not recorded in the data"),
 }
 
 
