@@ -3,7 +3,8 @@
     python benchmarks/bench_audit.py [--sessions N] [--repeat K]
 
 Generates N synthetic sessions (default 1,000,000) and their outcomes, writes both as
-CSV, then times (best of K runs):
+CSV (in a child process, so the timing process starts with a clean heap), then times
+(best of K runs, load and audit alternating):
 
 * the baseline: loading the sessions CSV with our loader (``outcomes.load.load``);
 * the audit: ``run_audit(sessions, load_protocol(), outcomes)`` plus
@@ -28,11 +29,10 @@ from bench_load import (
     GIB,
     best_of_pair,
     fmt_ratio,
-    generate_exactly,
     peak_rss,
     print_table,
     verdict,
-    write_csv,
+    write_inputs_apart,
 )
 
 RSS_AUDIT = """
@@ -65,14 +65,9 @@ def main(argv: list[str] | None = None) -> int:
           f"python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="outcomes-bench-") as tmp:
         folder = Path(tmp)
-        t = time.perf_counter()
-        sessions, outcomes = generate_exactly(args.sessions)
-        s_path = write_csv(sessions, folder / "sessions.csv")
-        o_path = write_csv(outcomes, folder / "outcomes.csv")
-        print(f"generated and wrote {len(sessions):,} sessions and {len(outcomes):,} outcome "
-              f"rows in {time.perf_counter() - t:.1f} s")
-        del sessions, outcomes
-        gc.collect()
+        # generated and written in a child process: the timing process starts clean
+        write_inputs_apart(folder, args.sessions, with_outcomes=True, formats=("csv",))
+        s_path, o_path = folder / "sessions.csv", folder / "outcomes.csv"
 
         k = args.repeat
         data = {"sessions": load(s_path, progress=False).data}

@@ -4,7 +4,8 @@
 
 Generates N synthetic sessions (``outcomes.sample.generate``, trimmed to exactly N
 rows), writes them as CSV and Parquet and the first M rows as XLSX in a temporary
-folder, then times, in one run:
+folder (in a child process, so the timing process starts with a clean heap; flushed to
+disk before timing), then times, in one run:
 
 * CSV:     raw ``pyarrow.csv.read_csv(path).to_pandas()`` vs ``outcomes.load.load(path)``
 * Parquet: ``pd.read_parquet`` vs ``load``
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -137,13 +139,62 @@ def print_table(rows: list[tuple[str, str, str, str, str, str]]) -> None:
     print(line)
 
 
+def write_inputs(folder: Path, sessions_n: int, xlsx_rows: int, with_outcomes: bool,
+                 formats: tuple[str, ...] = ("csv", "parquet", "xlsx")) -> None:
+    """Generate the data and write the input files into folder (prints what it wrote)."""
+    t = time.perf_counter()
+    sessions, outcomes = generate_exactly(sessions_n)
+    print(f"generated {len(sessions):,} sessions x {sessions.shape[1]} columns"
+          + (f" and {len(outcomes):,} outcome rows" if with_outcomes else "")
+          + f" in {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    wrote = []
+    if "csv" in formats:
+        p = write_csv(sessions, folder / "sessions.csv")
+        wrote.append(f"CSV ({p.stat().st_size / 2**20:.0f} MiB)")
+    if with_outcomes:
+        p = write_csv(outcomes, folder / "outcomes.csv")
+        wrote.append(f"outcomes CSV ({p.stat().st_size / 2**20:.0f} MiB)")
+    if "parquet" in formats:
+        p = folder / "sessions.parquet"
+        sessions.to_parquet(p, index=False)
+        wrote.append(f"Parquet ({p.stat().st_size / 2**20:.0f} MiB)")
+    if "xlsx" in formats:
+        m = min(xlsx_rows, len(sessions))
+        p = write_xlsx(sessions.iloc[:m], folder / "sessions.xlsx")
+        wrote.append(f"XLSX {m:,} rows ({p.stat().st_size / 2**20:.0f} MiB)")
+    print(f"wrote {', '.join(wrote)} in {time.perf_counter() - t:.1f} s", flush=True)
+
+
+def write_inputs_apart(folder: Path, sessions_n: int, xlsx_rows: int = 0,
+                       with_outcomes: bool = False,
+                       formats: tuple[str, ...] = ("csv", "parquet", "xlsx")) -> None:
+    """write_inputs in a child process: the timed process starts with a clean heap (as
+    `outcomes validate` would), not one fragmented by generating a million rows; then
+    the files are flushed to disk before anything is timed."""
+    cmd = [sys.executable, __file__, "--write-to", str(folder), "--sessions", str(sessions_n),
+           "--xlsx-rows", str(xlsx_rows), "--formats", ",".join(formats)]
+    subprocess.run(cmd + (["--with-outcomes"] if with_outcomes else []), check=True)
+    # let the system write the new files out first: while it flushes hundreds of MB the
+    # first reads of them are slow and erratic (an export on disk is long written)
+    os.sync()
+    time.sleep(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=1_000_000, help="CSV/Parquet rows")
     ap.add_argument("--xlsx-rows", type=int, default=100_000, help="XLSX rows (first M)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per timing (best is kept)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    ap.add_argument("--write-to", help=argparse.SUPPRESS)  # internal: the writer process
+    ap.add_argument("--with-outcomes", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--formats", default="csv,parquet,xlsx", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.write_to:
+        write_inputs(Path(args.write_to), args.sessions, args.xlsx_rows, args.with_outcomes,
+                     tuple(args.formats.split(",")))
+        return 0
 
     import pyarrow
     import pyarrow.csv as pacsv
@@ -155,21 +206,11 @@ def main(argv: list[str] | None = None) -> int:
           f"python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="outcomes-bench-") as tmp:
         folder = Path(tmp)
-        t = time.perf_counter()
-        sessions, _ = generate_exactly(args.sessions)
-        print(f"generated {len(sessions):,} sessions x {sessions.shape[1]} columns "
-              f"in {time.perf_counter() - t:.1f} s")
-        t = time.perf_counter()
-        csv_path = write_csv(sessions, folder / "sessions.csv")
+        write_inputs_apart(folder, args.sessions, args.xlsx_rows)
+        csv_path = folder / "sessions.csv"
         pq_path = folder / "sessions.parquet"
-        sessions.to_parquet(pq_path, index=False)
-        m = min(args.xlsx_rows, len(sessions))
-        xlsx_path = write_xlsx(sessions.iloc[:m], folder / "sessions.xlsx")
-        del sessions
-        gc.collect()
-        print(f"wrote CSV ({csv_path.stat().st_size / 2**20:.0f} MiB), Parquet "
-              f"({pq_path.stat().st_size / 2**20:.0f} MiB), XLSX {m:,} rows "
-              f"({xlsx_path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s")
+        xlsx_path = folder / "sessions.xlsx"
+        m = min(args.xlsx_rows, args.sessions)
 
         k = args.repeat
         rows = []
@@ -209,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _machine() -> str:
-    import os
-
     cores = os.cpu_count()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
     return f"{cores} cores, {mem:.0f} GiB"
