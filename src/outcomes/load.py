@@ -1241,12 +1241,6 @@ def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
         ["row", "field"], kind="stable").reset_index(drop=True)
 
 
-def load_many(paths: list[str | Path], mapping: Mapping | str | Path | None = None,
-              table: str | None = None, progress: bool | None = None) -> list[LoadResult]:
-    """Load several exports (each with its own row accounting)."""
-    return [load(p, mapping=mapping, table=table, progress=progress) for p in paths]
-
-
 def combine(results: list[LoadResult]) -> LoadResult:
     """Several loads of the same table as one (e.g. two clinics' exports)."""
     if len(results) == 1:
