@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
 
 from outcomes.courses import assign_courses, course_table
 
@@ -57,3 +60,48 @@ def test_course_table_dates_and_completion_boundary():
     assert c.loc["A", "duration_days"] == 31
     assert bool(c.loc["A", "completed"]) is True  # 120 days after 2025-02-01 is 2025-06-01
     assert bool(c.loc["B", "completed"]) is False
+
+
+def test_course_table_by_positions_equals_groupby_with_gaps_in_the_record():
+    """The fast course table (courses as runs of rows) gives what groupby first()/last()/
+    nunique() give, also when clinic, clinician, area or indication are missing in places,
+    and a shuffled frame (courses not runs) falls back to the groupby."""
+    from outcomes.courses import _course_table_grouped
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    s = pd.DataFrame({
+        "patient_id": pd.array(rng.choice([f"P{i}" for i in range(300)], n), dtype="string"),
+        "indication": pd.array(rng.choice(["hair", "acne", None], n, p=[.8, .15, .05]),
+                               dtype="string"),
+        "area": pd.array(rng.choice(["vertex", "frontal", None], n, p=[.6, .3, .1]),
+                         dtype="string"),
+        "session_date": (pd.Timestamp("2024-01-01")
+                         + pd.to_timedelta(rng.integers(0, 700, n), unit="D"))
+        .astype("datetime64[s]"),
+        "operator": pd.array(rng.choice(["Dr. A", "Dr. B", None], n, p=[.5, .3, .2]),
+                             dtype="string"),
+        "clinic": pd.array(rng.choice(["North", None], n, p=[.7, .3]), dtype="string"),
+    })
+    with_courses = assign_courses(s, 120)
+    expected = _course_table_grouped(with_courses)
+    expected["duration_days"] = (expected["last_date"] - expected["first_date"]).dt.days
+    pd.testing.assert_frame_equal(course_table(with_courses), expected)
+    shuffled = with_courses.sample(frac=1, random_state=1).reset_index(drop=True)
+    got = course_table(shuffled).sort_values("course_id").reset_index(drop=True)
+    want = expected.sort_values("course_id").reset_index(drop=True)
+    same_in_any_order = ["course_id", "patient_id", "operators", "first_date", "last_date",
+                         "sessions", "completed", "days_observed_after", "duration_days"]
+    pd.testing.assert_frame_equal(got[same_in_any_order], want[same_in_any_order])
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=4)), max_size=40))
+def test_sorted_codes_are_what_factorize_with_sort_gives(values):
+    """Arrow's hash and sort give pandas' codes: UTF-8 bytes sort as code points do."""
+    from outcomes.courses import _sorted_codes
+
+    s = pd.Series(values, dtype="string")
+    codes, distinct = _sorted_codes(s)
+    want_codes, want_distinct = pd.factorize(s, sort=True)
+    assert codes.tolist() == want_codes.tolist()
+    assert distinct.to_pylist() == list(want_distinct)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from outcomes import schema
-from outcomes.courses import NOT_RECORDED, course_table, courses_of_rows
+from outcomes.courses import NOT_RECORDED, _course_table, _courses
 from outcomes.protocol import Criterion, Protocol, describe
 from outcomes.stats import newcombe_diff_ci, wilson_ci
 
@@ -443,9 +443,9 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
     excluded = sessions[~in_scope]
     if as_of is None and len(sessions):
         as_of = sessions["session_date"].max()
-    s = courses_of_rows(sessions, None if in_scope.all() else np.flatnonzero(in_scope),
-                        protocol.new_course_after_days, as_of=as_of)
-    courses = course_table(s)
+    s, starts = _courses(sessions, None if in_scope.all() else np.flatnonzero(in_scope),
+                         protocol.new_course_after_days, as_of)
+    courses = _course_table(s, starts)
     evaluations = []
     for c in protocol.criteria:
         if c.level == "course":
@@ -485,23 +485,29 @@ def _verdict_table(protocol: Protocol, evaluations: list[tuple[Criterion, str, E
     levels = ["session", "first_session", "course"]
 
     def small(values: list[int]) -> np.ndarray:
-        return np.repeat(np.asarray(values, dtype=np.int8 if len(ids) < 127 else np.int32),
-                         sizes)
+        return np.repeat(np.asarray(values, dtype=_code_type(len(ids))), sizes)
+
+    # labels as the smallest codes that hold them: fewer bytes to write 13 times over
+    label_codes = {col: [c.astype(_code_type(len(labels[col][0]))) for c in labels[col][1]]
+                   for col in labels}
+    reason_type = _code_type(len(reasons.categories))
+    unit_type = np.int32 if max(sizes, default=0) < 2**31 else np.int64
 
     parts: dict[str, list[np.ndarray]] = {
-        "unit": [np.arange(n) for n in sizes],
+        "unit": [np.arange(n, dtype=unit_type) for n in sizes],
         "observed": [np.asarray(ev.observed, dtype="float64") for _, _, ev in evaluations],
         "date": [dates[kind] for _, kind, _ in evaluations],
         "month": [months[kind] for _, kind, _ in evaluations],
         "reason": [reasons.categories.get_indexer(pd.array(ev.texts, dtype="str"))
-                   .astype(np.int32)[ev.why] for _, _, ev in evaluations],
+                   .astype(reason_type)[ev.why] for _, _, ev in evaluations],
         "code": [ev.code for _, _, ev in evaluations],
-        **{col: [labels[col][1][kinds.index(kind)] for _, kind, _ in evaluations]
+        **{col: [label_codes[col][kinds.index(kind)] for _, kind, _ in evaluations]
            for col in ("operator", "clinic")},
     }
-    empty = {"unit": np.int64, "observed": np.float64, "date": "datetime64[s]",
-             "month": np.int64, "reason": np.int32, "code": np.int8, "operator": np.intp,
-             "clinic": np.intp}
+    empty = {"unit": unit_type, "observed": np.float64, "date": "datetime64[s]",
+             "month": np.int64, "reason": reason_type, "code": np.int8,
+             "operator": _code_type(len(labels["operator"][0])),
+             "clinic": _code_type(len(labels["clinic"][0]))}
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         joined = dict(zip(parts, pool.map(
             lambda k: np.concatenate(parts[k]) if parts[k] else np.zeros(0, empty[k]),
@@ -528,6 +534,11 @@ def _verdict_table(protocol: Protocol, evaluations: list[tuple[Criterion, str, E
         "verdict": cat(np.array([3, 0, 1, 2], dtype=np.int8)[joined["code"]],
                        pd.CategoricalDtype(VERDICTS)),
     }, copy=False)
+
+
+def _code_type(categories: int) -> type[np.signedinteger]:
+    """The integer type pandas gives the codes of a categorical with this many categories."""
+    return np.int8 if categories < 2**7 else np.int16 if categories < 2**15 else np.int32
 
 
 def _labels(columns: list[pd.Series]) -> tuple[pd.Index, list[np.ndarray]]:

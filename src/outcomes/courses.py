@@ -35,15 +35,21 @@ def courses_of_rows(sessions: pd.DataFrame, rows: np.ndarray | None,
                     new_course_after_days: int = 120,
                     as_of: pd.Timestamp | None = None) -> pd.DataFrame:
     """assign_courses(sessions.iloc[rows]) without copying the selected rows twice."""
+    return _courses(sessions, rows, new_course_after_days, as_of)[0]
+
+
+def _courses(sessions: pd.DataFrame, rows: np.ndarray | None, new_course_after_days: int,
+             as_of: pd.Timestamp | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """courses_of_rows, and the first row of each course (for _course_table)."""
     if rows is not None:
         sessions = _Rows(sessions, rows)  # type: ignore[assignment]
     ind = sessions["indication"].astype("string").fillna(NOT_RECORDED)
     area = sessions["area"].astype("string").fillna(NOT_RECORDED)
     pid = sessions["patient_id"].astype("string")
     # sort on integer codes in the order of the sorted values (what categoricals give)
-    p_codes, p_vals = pd.factorize(pid, sort=True)
-    i_codes, i_vals = pd.factorize(ind, sort=True)
-    a_codes, a_vals = pd.factorize(area, sort=True)
+    p_codes, p_vals = _sorted_codes(pid)
+    i_codes, i_vals = _sorted_codes(ind)
+    a_codes, a_vals = _sorted_codes(area)
     order = _sort_order(p_codes, i_codes, a_codes, sessions["session_date"].to_numpy())
     df = _take_rows(sessions.frame if rows is not None else sessions,  # type: ignore[attr-defined]
                     order if rows is None else rows[order])
@@ -69,13 +75,31 @@ def courses_of_rows(sessions: pd.DataFrame, rows: np.ndarray | None,
                                   k_in_group, first_idx, course_no)
     df["session_number"] = pd.array(pos + 1, dtype="Int64")
     df["days_since_previous"] = pd.array(days, dtype="Float64")
-    last_date = pd.Series(dates).groupby(course_no).transform("max").to_numpy("datetime64[D]")
+    # a course's latest date (dates run upwards within it, NaT, the smallest int64, last)
+    last_date = (np.maximum.reduceat(dates.view(np.int64), first_idx)[course_no - 1]
+                 .view("datetime64[D]") if len(df) else dates)
     end = np.datetime64(pd.Timestamp(as_of) if as_of is not None else
                         pd.Timestamp(dates.max()) if len(df) else pd.Timestamp(0), "D")
     days_after = (end - last_date) // np.timedelta64(1, "D")
     df["days_observed_after"] = pd.array(days_after, dtype="Int64")
     df["course_completed"] = pd.array(days_after >= new_course_after_days, dtype="boolean")
-    return df
+    return df, first_idx
+
+
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, Any]:
+    """pd.factorize(values, sort=True), with arrow doing the hashing and the sort of the
+    distinct values when the column is arrow text (UTF-8 bytes sort as code points do)."""
+    arr = values.array.__arrow_array__() if isinstance(values.dtype, pd.StringDtype) \
+        and values.dtype.storage == "pyarrow" else None
+    if arr is None:
+        return pd.factorize(values, sort=True)
+    enc = pa.chunked_array(arr).combine_chunks().dictionary_encode()
+    order = pc.array_sort_indices(enc.dictionary).to_numpy()
+    rank = np.empty(len(order) + 1, dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    rank[-1] = -1  # where a missing value (index -1) points
+    idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
+    return rank[idx], enc.dictionary.take(pa.array(order))
 
 
 class _Rows:
@@ -124,12 +148,13 @@ def _take_rows(df: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)
 
 
-def _course_ids(p_vals: pd.Index, i_vals: pd.Index, a_vals: pd.Index, p_codes: np.ndarray,
+def _course_ids(p_vals: Any, i_vals: Any, a_vals: Any, p_codes: np.ndarray,
                 i_codes: np.ndarray, a_codes: np.ndarray, k_in_group: np.ndarray,
                 first_idx: np.ndarray, course_no: np.ndarray) -> pd.Series:
     """patient:indication:area:k for every row, built once per course by arrow."""
-    def text(values: pd.Index, codes: np.ndarray) -> pa.Array:
-        arr = pa.array(np.asarray(values, dtype=object), type=pa.large_string())
+    def text(values: Any, codes: np.ndarray) -> pa.Array:
+        arr = values.cast(pa.large_string()) if isinstance(values, pa.Array) else \
+            pa.array(np.asarray(values, dtype=object), type=pa.large_string())
         return arr.take(pa.array(codes, mask=codes < 0))
 
     f = first_idx
@@ -143,11 +168,25 @@ def course_table(sessions_with_courses: pd.DataFrame) -> pd.DataFrame:
     """One row per course: patient, indication, area, dates, sessions, clinician, completed.
 
     `operator` is the clinician of the course's last session (who closed the course),
-    `operators` how many clinicians treated in it.
+    `operators` how many clinicians treated in it. Courses are listed in order of first
+    appearance; values are a course's first (last) recorded one, as groupby's first()
+    and last() give them.
     """
-    s = sessions_with_courses
+    return _course_table(sessions_with_courses, _course_starts(sessions_with_courses["course_id"]))
+
+
+def _course_table(s: pd.DataFrame, starts: np.ndarray | None) -> pd.DataFrame:
+    """course_table, by positions when `starts` gives the first row of each course (every
+    course one run of rows), else by a groupby."""
+    out = _course_table_grouped(s) if starts is None or len(s) == 0 else \
+        _course_table_runs(s, starts)
+    out["duration_days"] = (out["last_date"] - out["first_date"]).dt.days
+    return out
+
+
+def _course_table_grouped(s: pd.DataFrame) -> pd.DataFrame:
     g = s.groupby("course_id", sort=False, observed=True)
-    out = pd.DataFrame({
+    return pd.DataFrame({
         "patient_id": g["patient_id"].first(),
         "indication": g["indication"].first(),
         "area": g["area"].first(),
@@ -159,7 +198,82 @@ def course_table(sessions_with_courses: pd.DataFrame) -> pd.DataFrame:
         "sessions": g.size(),
         "completed": g["course_completed"].first(),
         "days_observed_after": g["days_observed_after"].first(),
-    })
-    out["duration_days"] = (out["last_date"] - out["first_date"]).dt.days
-    return out.reset_index()
+    }).reset_index()
 
+
+def _course_starts(course_id: pd.Series) -> np.ndarray | None:
+    """First row of each course when every course is one run of rows (as assign_courses
+    leaves them), else None."""
+    if not (isinstance(course_id.dtype, pd.StringDtype)
+            and course_id.dtype.storage == "pyarrow") or len(course_id) == 0 \
+            or course_id.hasnans:
+        return None
+    ids = pa.chunked_array(course_id.array.__arrow_array__()).combine_chunks()
+    change = np.ones(len(ids), dtype=bool)
+    change[1:] = pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(change)
+    if len(pc.unique(ids.take(pa.array(starts)))) != len(starts):
+        return None  # a course comes back after another one: not runs
+    return starts
+
+
+def _course_table_runs(s: pd.DataFrame, starts: np.ndarray) -> pd.DataFrame:
+    """course_table for sessions holding each course as one run of rows: positions
+    instead of a groupby on a million course ids. Dates within a course are sorted
+    (missing last), so the first and last recorded dates are its min and max."""
+    n = len(s)
+    ends = np.r_[starts[1:], n]  # one past each course's last row
+    idx = np.arange(n)
+
+    def first(name: str) -> pd.Series:
+        col = s[name]
+        recorded = col.notna().to_numpy()
+        if recorded.all():
+            return _pick(col, starts)
+        pos = np.where(recorded, idx, n)
+        nxt = np.minimum.accumulate(pos[::-1])[::-1]  # next recorded row from here on
+        at = nxt[starts]
+        return _pick(col, np.where(at < ends, at, -1))
+
+    def last(name: str) -> pd.Series:
+        col = s[name]
+        recorded = col.notna().to_numpy()
+        if recorded.all():
+            return _pick(col, ends - 1)
+        pos = np.where(recorded, idx, -1)
+        at = np.maximum.accumulate(pos)[ends - 1]  # last recorded row up to the course end
+        return _pick(col, np.where(at >= starts, at, -1))
+
+    return pd.DataFrame({
+        "course_id": _pick(s["course_id"], starts),
+        "patient_id": first("patient_id"),
+        "indication": first("indication"),
+        "area": first("area"),
+        "clinic": last("clinic"),
+        "operator": last("operator"),
+        "operators": _distinct_per_run(s["operator"], starts),
+        "first_date": first("session_date"),
+        "last_date": last("session_date"),
+        "sessions": (ends - starts).astype(np.int64),
+        "completed": first("course_completed"),
+        "days_observed_after": first("days_observed_after"),
+    }, copy=False)
+
+
+def _pick(col: pd.Series, rows: np.ndarray) -> pd.Series:
+    """col's values at rows (-1: missing), typed as col."""
+    arr = col.array.take(rows, allow_fill=True)
+    return pd.Series(arr, dtype=col.dtype, copy=False, name=col.name)
+
+
+def _distinct_per_run(col: pd.Series, starts: np.ndarray) -> np.ndarray:
+    """Number of distinct recorded values in each run of rows (groupby nunique)."""
+    codes, distinct = pd.factorize(col)
+    run = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(col)]))
+    ok = codes >= 0
+    width = max(len(distinct), 1)
+    if len(starts) * width <= 50_000_000:  # a run × value table of counts
+        seen = np.bincount(run[ok] * width + codes[ok], minlength=len(starts) * width)
+        return (seen.reshape(len(starts), width) > 0).sum(axis=1).astype(np.int64)
+    pairs = np.unique(run[ok].astype(np.int64) * width + codes[ok])
+    return np.bincount(pairs // width, minlength=len(starts)).astype(np.int64)
