@@ -441,3 +441,35 @@ def test_sample_planted_rows_reported_at_their_lines():
         assert p.line in rows, p
     for r in loaded.values():
         assert r.rows_read == r.rows_loaded + r.rows_rejected
+
+
+def test_day_text_writes_each_day_as_arrow_would():
+    """Derived session ids spell the day YYYY-MM-DD, also through the write-once path."""
+    import pyarrow as pa
+
+    from outcomes.load import _day_text
+
+    rng = np.random.default_rng(3)
+    days = (np.datetime64("1999-12-25") + rng.integers(0, 3000, 20_000)).astype("datetime64[D]")
+    days[::11] = np.datetime64("NaT")
+    assert _day_text(days).equals(pa.array(days, type=pa.date32()).cast(pa.large_string()))
+
+
+def test_kept_text_columns_drop_exactly_the_rejected_rows(tmp_path):
+    """Text of a large export with a few bad rows: slices around them, values unchanged."""
+    n = 12_000
+    bad = {5, 6, 4000, n - 1}
+    rows = ["patient_id,session_date,operator,notes"]
+    for i in range(n):
+        date = "2025-02-31" if i in bad else f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}"
+        rows.append(f"P{i},{date}, Dr {i % 7} ,note {i}")
+    path = tmp_path / "sessions.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    r = load(path, progress=False)
+    kept = [i for i in range(n) if i not in bad]
+    assert r.rows_loaded == len(kept)
+    assert sorted(r.rejections["row"]) == sorted(i + 2 for i in bad)
+    assert r.data["patient_id"].tolist() == [f"P{i}" for i in kept]
+    assert r.data["operator"].tolist() == [f"Dr {i % 7}" for i in kept]  # stripped
+    assert r.data["notes"].tolist() == [f"note {i}" for i in kept]
+    assert r.data["source_row"].tolist() == [i + 2 for i in kept]

@@ -175,7 +175,8 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pa.Arra
     delim = m.delimiter or _sniff_delimiter(body)
     header = next(csv.reader([lines[m.header_row - 1]], delimiter=delim))
     _check_headers(header, path)
-    conv = pacsv.ConvertOptions(column_types={h: pa.string() for h in header},
+    # large_string: what pandas' string columns hold, so to_pandas copies nothing
+    conv = pacsv.ConvertOptions(column_types={h: pa.large_string() for h in header},
                                 strings_can_be_null=True, null_values=[""],
                                 quoted_strings_can_be_null=True)
     table = None
@@ -821,6 +822,9 @@ def _required_present(table: str, used: dict[str, str], file: str) -> bool:
 
 
 
+#: Text fields the row checks read (kept as parsed from the start).
+CHECKED_TEXT = frozenset({"patient_id", "session_id", "instrument", "rater"})
+
 #: Columns at least this long are parsed one distinct value at a time (see _parse_by_value).
 BY_VALUE_MIN_ROWS = 5_000
 
@@ -907,7 +911,12 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None,
 
     values: dict[str, pd.Series] = {}
     problems: dict[str, tuple[np.ndarray, Any]] = {}
-    columns = {fname: raw[header] for fname, header in used.items()}
+    # text nobody checks is stripped after the rejected rows are gone (parse_string
+    # never rejects): one copy of the long free-text columns instead of two
+    later = {fname: header for fname, header in used.items()
+             if fname in fields and fields[fname].type == "string"
+             and fname not in CHECKED_TEXT and n >= BY_VALUE_MIN_ROWS}
+    columns = {fname: raw[header] for fname, header in used.items() if fname not in later}
 
     def parse(fname: str) -> tuple[pd.Series, np.ndarray, Any]:
         return _parse_field(fname, columns[fname], fields, m, kind, true_words, false_words)
@@ -924,7 +933,7 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None,
     for key in ("patient_id", date_field):
         reject(problems[key][0], key, problems[key][1])
         reject(values[key].isna().to_numpy(), key, f"missing {key}")
-    for fname in used:
+    for fname in columns:
         if fname not in ("patient_id", date_field):
             reject(*problems[fname][:1], fname, problems[fname][1])
     if table == "outcomes":
@@ -939,7 +948,7 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None,
     bar.step("checked")
 
     keep = ~rejected
-    data = _assemble(raw, values, used, unknown, table, keep, rows, file)
+    data = _assemble(raw, values, later, unknown, table, keep, rows, file)
     warnings = _warnings(data, table, m, used, raw, keep)
     if wide:
         data = _melt_wide(data)
@@ -1123,8 +1132,8 @@ def _derive_session_ids(values: dict[str, pd.Series], rejected: np.ndarray, rows
         seq[order] = pos - start + 1
     pid = _arrow_strings(values["patient_id"].astype("string"))
     days = values["session_date"].to_numpy(dtype="datetime64[D]")
-    derived = pc.binary_join_element_wise(
-        pid.cast(pa.large_string()), pa.array(days, type=pa.date32()).cast(pa.large_string()),
+    day_text = _day_text(days)
+    derived = pc.binary_join_element_wise(pid.cast(pa.large_string()), day_text,
         pa.array(seq, mask=rejected).cast(pa.large_string()), pa.scalar(":", pa.large_string()))
     derived = pd.Series(pd.array(derived, dtype="string"))
     given = values.get("session_id")
@@ -1142,22 +1151,59 @@ def _derive_session_ids(values: dict[str, pd.Series], rejected: np.ndarray, rows
         reject(dup, "session_id", reasons)
 
 
-def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], used: dict[str, str],
+def _runs(keep: np.ndarray, most: int = 1000) -> list[tuple[int, int]] | None:
+    """The runs of kept rows as (start, stop), or None when there are more than `most`."""
+    edges = np.flatnonzero(np.diff(np.r_[False, keep, False].astype(np.int8)))
+    if len(edges) > 2 * most:
+        return None
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _day_text(days: np.ndarray) -> pa.Array:
+    """Days as YYYY-MM-DD text (NaT: null); each day of the span written once when the
+    span is short (an export covers years, not millennia), then spread."""
+    d = days.view(np.int64)
+    nat = np.isnat(days)
+    if nat.all() or len(days) < 10_000:
+        return pa.array(days, type=pa.date32()).cast(pa.large_string())
+    lo, hi = int(d[~nat].min()), int(d[~nat].max())
+    if hi - lo > 100_000:
+        return pa.array(days, type=pa.date32()).cast(pa.large_string())
+    span = np.arange(lo, hi + 1, dtype=np.int64).view("datetime64[D]")
+    text = pa.array(span, type=pa.date32()).cast(pa.large_string())
+    return text.take(pa.array(np.where(nat, 0, d - lo), mask=nat))
+
+
+def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], later: dict[str, str],
               unknown: list[str], table: str, keep: np.ndarray, rows: np.ndarray,
               file: str) -> pd.DataFrame:
+    """The loaded table: kept rows of every parsed column (and of the text columns in
+    `later`, parsed here), unknown columns as read, then source_file and source_row."""
     k = int(keep.sum())
     picks = None if k == len(keep) else np.flatnonzero(keep)
+    runs = _runs(keep) if picks is not None else None
 
-    def kept(s: pd.Series, dtype: Any = None) -> pd.Series:
-        arr = s.array if picks is None else s.array.take(picks)
+    def kept(s: pd.Series, dtype: Any = None, text: bool = False) -> pd.Series:
+        arr = s.array
+        if picks is not None:
+            strings = _arrow_strings(s)
+            if strings is not None and runs is not None:  # slices of the text: no copy
+                pieces = [c for a, b in runs for c in strings.slice(a, b - a).chunks]
+                arr = pd.array(pa.chunked_array(pieces, strings.type), dtype=s.dtype)
+            else:
+                arr = arr.take(picks)
+        if text:
+            arr = parse_string(pd.Series(arr, dtype=arr.dtype, copy=False))[0].array
         if dtype is not None:
             arr = arr.astype(dtype, copy=False)
         return pd.Series(arr, dtype=arr.dtype, copy=False)  # no inference from object
 
-    jobs: dict[str, tuple[pd.Series, Any]] = {}
+    jobs: dict[str, tuple[Any, ...]] = {}
     for f in schema.TABLES[table]:
         if f.name in values:
             jobs[f.name] = (values[f.name], f.dtype)
+        elif f.name in later:
+            jobs[f.name] = (raw[later[f.name]], f.dtype, True)
     for iid in schema.INSTRUMENTS:
         if table == "outcomes" and iid in values:
             jobs[iid] = (values[iid], None)
@@ -1173,7 +1219,8 @@ def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], used: dict[str, s
     for name in jobs:
         if name not in cols:
             cols[name] = done[name]
-    cols["source_file"] = pd.Series(file, index=range(k), dtype="string")
+    cols["source_file"] = pd.Series(pd.array(pa.repeat(pa.scalar(file, pa.large_string()), k),
+                                             dtype="string"), copy=False)
     cols["source_row"] = pd.Series(rows[keep], dtype="int64")
     return pd.DataFrame(cols, copy=False)
 
