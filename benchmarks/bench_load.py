@@ -13,7 +13,7 @@ disk before timing), then times, in one run:
 * peak memory (RSS) of the raw pyarrow read and of our CSV load, each in its own
   subprocess, read with ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``.
 
-Each timing is the best of K runs (default 3), baseline and ours alternating. Targets (from the issue): our CSV load
+Each timing is the best of K runs (default 5), baseline and ours alternating. Targets (from the issue): our CSV load
 within 1.5x raw pyarrow, our XLSX load within 1.3x raw calamine, peak memory of our
 CSV load of the 1M-row file under 3 GB.
 """
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=1_000_000, help="CSV/Parquet rows")
     ap.add_argument("--xlsx-rows", type=int, default=100_000, help="XLSX rows (first M)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per timing (best is kept)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per timing (best is kept)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("--write-to", help=argparse.SUPPRESS)  # internal: the writer process
     ap.add_argument("--with-outcomes", action="store_true", help=argparse.SUPPRESS)

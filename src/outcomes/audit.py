@@ -10,8 +10,6 @@ Everything is vectorised over sessions: a criterion is evaluated on whole column
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import pyarrow.compute as pc
 
 from outcomes import schema
 from outcomes.courses import NOT_RECORDED, _course_table, _courses
+from outcomes.parallel import map_threads
 from outcomes.protocol import Criterion, Protocol, describe
 from outcomes.stats import newcombe_diff_ci, wilson_ci
 
@@ -437,27 +436,35 @@ def _buffer(col: pd.Series) -> int:
 def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame | None = None,
               as_of: pd.Timestamp | None = None) -> Audit:
     """Group sessions into courses and give every criterion its verdicts."""
-    ind = sessions["indication"].astype("string")
-    in_scope = (ind.isna() | (ind.str.strip().str.lower() == protocol.indication.lower()))
-    in_scope = in_scope.to_numpy(dtype=bool)
-    excluded = sessions[~in_scope]
+    in_scope = _in_scope(sessions["indication"], protocol.indication)
+    excluded = sessions.iloc[:0] if in_scope.all() else sessions[~in_scope]
     if as_of is None and len(sessions):
         as_of = sessions["session_date"].max()
     s, starts = _courses(sessions, None if in_scope.all() else np.flatnonzero(in_scope),
                          protocol.new_course_after_days, as_of)
     courses = _course_table(s, starts)
-    evaluations = []
-    for c in protocol.criteria:
+
+    def evaluate(c: Criterion) -> tuple[Criterion, str, Evaluation]:
         if c.level == "course":
-            evaluations.append((c, "course", evaluate_course_criterion(c, courses, outcomes)))
-        else:
-            evaluations.append((c, "session", evaluate_session_criterion(c, s)))
+            return c, "course", evaluate_course_criterion(c, courses, outcomes)
+        return c, "session", evaluate_session_criterion(c, s)
+
+    # criteria are independent and mostly numpy and arrow work, which frees the GIL
+    evaluations = map_threads(evaluate, protocol.criteria, big=len(s) >= 50_000)
     v = _verdict_table(protocol, evaluations, {"session": (s, s["session_date"]),
                                                "course": (courses, courses["last_date"])})
     info = {"sessions_audited": len(s), "sessions_excluded": len(excluded),
             "courses": len(courses), "courses_completed": int(courses["completed"].sum()),
             "as_of": None if as_of is None else pd.Timestamp(as_of).date().isoformat()}
     return Audit(protocol, s, courses, v, excluded, has_outcomes=outcomes is not None, info=info)
+
+
+def _in_scope(indication: pd.Series, wanted: str) -> np.ndarray:
+    """Sessions for the protocol's indication (or none recorded), compared case- and
+    space-blind, each distinct spelling once (a million rows hold a handful)."""
+    codes, distinct = pd.factorize(indication.astype("string"))
+    match = pd.Series(distinct, dtype="string").str.strip().str.lower() == wanted.lower()
+    return np.r_[match.to_numpy(dtype=bool, na_value=False), True][codes]
 
 
 def _verdict_table(protocol: Protocol, evaluations: list[tuple[Criterion, str, Evaluation]],
@@ -508,10 +515,9 @@ def _verdict_table(protocol: Protocol, evaluations: list[tuple[Criterion, str, E
              "month": np.int64, "reason": reason_type, "code": np.int8,
              "operator": _code_type(len(labels["operator"][0])),
              "clinic": _code_type(len(labels["clinic"][0]))}
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        joined = dict(zip(parts, pool.map(
-            lambda k: np.concatenate(parts[k]) if parts[k] else np.zeros(0, empty[k]),
-            list(parts)), strict=True))
+    joined = dict(zip(parts, map_threads(
+        lambda k: np.concatenate(parts[k]) if parts[k] else np.zeros(0, empty[k]),
+        parts), strict=True))
 
     def cat(codes: np.ndarray, dtype: Any) -> pd.Categorical:
         return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
@@ -793,8 +799,7 @@ def _records(audit: Audit, v: pd.DataFrame, pick: np.ndarray | None) -> pd.DataF
                             if k in s}
     jobs.update({k: (v[k], at, None) for k in ("operator", "clinic", "verdict", "reason")})
     jobs.update(criterion=(crit, at, None), title=(crit, at, titles))
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        got = dict(zip(jobs, pool.map(lambda k: _gather(*jobs[k]), list(jobs)), strict=True))
+    got = dict(zip(jobs, map_threads(lambda k: _gather(*jobs[k]), jobs), strict=True))
     got.update(date=date, observed=v["observed"].to_numpy()[at],
                source_row=s["source_row"].to_numpy()[row] if "source_row" in s else None)
     return pd.DataFrame({k: got.get(k) for k in RECORD_COLUMNS}, columns=RECORD_COLUMNS)

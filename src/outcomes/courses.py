@@ -7,14 +7,14 @@ least that many days past its last session. Vectorised: one sort, one diff, one 
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from outcomes.parallel import map_threads
 
 NOT_RECORDED = "(not recorded)"
 
@@ -143,8 +143,7 @@ def _take_rows(df: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
     names = list(df.columns)
     if len(df) < 10_000 or len(set(names)) != len(names):
         return df.iloc[order].reset_index(drop=True)
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        arrays = list(pool.map(take, names))
+    arrays = map_threads(take, names)
     return pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)
 
 

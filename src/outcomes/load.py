@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from outcomes import schema
+from outcomes.parallel import map_threads
 from outcomes.progress import Progress
 
 
@@ -877,15 +877,6 @@ def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: M
         lambda x: parse_date(x, m.date_format, excel_serials=kind == "xlsx"), s)
 
 
-def _map_threads(fn: Any, items: list[Any], big: bool = True) -> list[Any]:
-    """fn over items, on one thread per core when the work is big enough to pay."""
-    workers = min(len(items), os.cpu_count() or 1)
-    if not big or workers < 2:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, items))
-
-
 def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None, table: str,
                used: dict[str, str], unknown: list[str], m: Mapping, file: str, kind: str,
                bar: Progress) -> LoadResult:
@@ -922,7 +913,7 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None,
         return _parse_field(fname, columns[fname], fields, m, kind, true_words, false_words)
 
     # columns are independent and arrow does the heavy work without holding the GIL
-    parsed = _map_threads(parse, list(columns), big=n >= BY_VALUE_MIN_ROWS)
+    parsed = map_threads(parse, list(columns), big=n >= BY_VALUE_MIN_ROWS)
     for fname, (vals, bad, why) in zip(columns, parsed, strict=True):
         values[fname] = vals.reset_index(drop=True)
         problems[fname] = (bad, why.to_numpy(dtype=object) if isinstance(why, pd.Series) else why)
@@ -1196,7 +1187,12 @@ def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], later: dict[str, 
             arr = parse_string(pd.Series(arr, dtype=arr.dtype, copy=False))[0].array
         if dtype is not None:
             arr = arr.astype(dtype, copy=False)
-        return pd.Series(arr, dtype=arr.dtype, copy=False)  # no inference from object
+        out = pd.Series(arr, dtype=arr.dtype, copy=False)  # no inference from object
+        strings = _arrow_strings(out)
+        if strings is not None and strings.num_chunks > 1:
+            # one piece per column: the reader's hundreds of blocks slow every later take
+            out = pd.Series(pd.array(strings.combine_chunks(), dtype=out.dtype), copy=False)
+        return out
 
     jobs: dict[str, tuple[Any, ...]] = {}
     for f in schema.TABLES[table]:
@@ -1210,7 +1206,7 @@ def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], later: dict[str, 
     for h in unknown:
         jobs[h] = (raw[h], None)
     # one take per column; arrow's (text columns) runs without the GIL
-    done = dict(zip(jobs, _map_threads(lambda name: kept(*jobs[name]), list(jobs),
+    done = dict(zip(jobs, map_threads(lambda name: kept(*jobs[name]), list(jobs),
                                        big=len(keep) >= BY_VALUE_MIN_ROWS), strict=True))
     cols: dict[str, Any] = {}
     for f in schema.TABLES[table]:
