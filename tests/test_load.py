@@ -473,3 +473,22 @@ def test_kept_text_columns_drop_exactly_the_rejected_rows(tmp_path):
     assert r.data["operator"].tolist() == [f"Dr {i % 7}" for i in kept]  # stripped
     assert r.data["notes"].tolist() == [f"note {i}" for i in kept]
     assert r.data["source_row"].tolist() == [i + 2 for i in kept]
+
+
+def test_xlsx_text_conversion_by_blocks_keeps_only_all_text_columns():
+    """Block-wise conversion gives each all-text column exactly (missing as null, empty
+    text kept), and drops a column when any later block holds a number or a date."""
+    import pyarrow as pa
+
+    from outcomes.load import _arrow_texts
+
+    n = 10_000
+    text = np.array([f"P{i}" if i % 9 else None for i in range(n)], dtype=object)
+    late_number = np.array([f"x{i}" for i in range(n)], dtype=object)
+    late_number[n - 3] = 4.5
+    late_date = np.array(["" for _ in range(n)], dtype=object)
+    late_date[5000] = dt.date(2025, 1, 2)
+    numbers = np.arange(n, dtype=float).astype(object)
+    got = _arrow_texts(np.stack([text, late_number, late_date, numbers]))
+    assert sorted(got) == [0]
+    assert got[0].equals(pa.array(text, type=pa.large_string(), from_pandas=True))

@@ -380,12 +380,11 @@ def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
     del cells, body
     # Each column: which cells are empty ("" or None); a text column becomes arrow
     # text straight away (converting each Python string once is the main cost here).
-    texts: dict[int, pa.Array] = {}
+    texts = _arrow_texts(columns)
     empty = np.zeros((columns.shape[1], width), dtype=bool)
     for j, col in enumerate(columns):
-        text = _as_arrow_text(col)
+        text = texts.get(j)
         if text is not None:
-            texts[j] = text
             empty[:, j] = pc.or_kleene(text.is_null(), pc.equal(text, "")).fill_null(True)\
                 .to_numpy(zero_copy_only=False)
         else:
@@ -433,16 +432,28 @@ def _cell_columns(body: list[list[Any]], width: int) -> np.ndarray:
     return grid.T
 
 
-def _as_arrow_text(col: Any) -> pa.Array | None:
-    """Arrow text when every cell is text (or missing); None for numbers, dates, etc."""
+def _arrow_texts(columns: np.ndarray, block: int = 4096) -> dict[int, pa.Array]:
+    """Arrow text of each column whose cells are all text (or missing).
+
+    Converted a block of rows at a time across all columns: the cell strings were
+    made row by row, so a block's strings stay in the CPU cache while every column
+    takes its share (about twice as fast as one whole column after another).
+    """
     from pandas._config import using_string_dtype
 
-    if len(col) < BY_VALUE_MIN_ROWS or not using_string_dtype():
-        return None
-    try:
-        return pa.array(col, type=pa.large_string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        return None
+    width, n = columns.shape if columns.ndim == 2 else (0, 0)
+    if n < BY_VALUE_MIN_ROWS or not using_string_dtype():
+        return {}
+    parts: dict[int, list[pa.Array]] = {j: [] for j in range(width)}
+    for start in range(0, n, block):
+        for j in list(parts):
+            try:
+                parts[j].append(pa.array(columns[j, start:start + block],
+                                         type=pa.large_string(), from_pandas=True))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                del parts[j]  # not all text: numbers, dates or mixed cells
+    return {j: pa.chunked_array(p, pa.large_string()).combine_chunks()
+            for j, p in parts.items()}
 
 
 def _infer_cells(values: np.ndarray) -> Any:
