@@ -89,3 +89,33 @@ def test_wrong_delimiter_is_one_sentence_without_patient_data(tmp_path):
     assert res.returncode == 1
     assert "delimiter ','" in res.stderr and "Anna" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_date_format_that_fits_no_row_is_exit_1_and_says_so(tmp_path):
+    """Every row rejected for the date form: validate still lists the rows, but the file
+    cannot be used (exit 1), and the reason reads DD.MM.YYYY, not strftime codes."""
+    p = tmp_path / "sessions.csv"
+    p.write_text("patient_id,session_date\nP1,2025/02/01\nP2,01/02/2025\n"
+                 "P3,03/02/2025\n", encoding="utf-8")
+    (tmp_path / "sessions.mapping.toml").write_text('[source]\ndate_format = "%d.%m.%Y"\n',
+                                                    encoding="utf-8")
+    res = run("validate", str(p))
+    assert res.returncode == 1
+    assert "not a date in the form YYYY-MM-DD or DD.MM.YYYY (rows 2, 3, 4)" in res.stdout
+    assert "%d" not in res.stdout
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and "none of its 3 rows could be loaded" in err[0]
+    assert "check date_format in the mapping file" in err[0]
+    res = run("audit", str(p))
+    assert res.returncode == 1 and "check date_format" in res.stderr
+    assert "outcomes validate lists every rejected row" in res.stderr
+
+
+def test_a_source_key_outside_its_section_is_named(tmp_path):
+    p = tmp_path / "sessions.csv"
+    p.write_text("patient_id,session_date\nP1,2025-02-01\n", encoding="utf-8")
+    (tmp_path / "sessions.mapping.toml").write_text('date_format = "%d.%m.%Y"\n',
+                                                    encoding="utf-8")
+    res = run("validate", str(p))
+    assert res.returncode == 1
+    assert "date_format belongs under [source]" in res.stderr

@@ -166,7 +166,7 @@ def test_date_format_rejects_impossible_dates_and_accepts_iso(tmp_path):
     assert r.data["session_date"].dt.strftime("%Y-%m-%d").tolist() == [
         "2025-02-28", "2025-03-01", "2025-03-01"]
     assert r.rejections["reason"].tolist() == [
-        "impossible date", "not a date in the form YYYY-MM-DD or %d.%m.%Y"]
+        "impossible date", "not a date in the form YYYY-MM-DD or DD.MM.YYYY"]
 
 
 def test_iso_datetime_keeps_the_date(tmp_path):

@@ -106,9 +106,23 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path):
     assert res.returncode == 1
     assert "02_protocol_compliance.ipynb" in res.stderr and "cell 4" in res.stderr
     assert "ZeroDivisionError" in res.stderr and "Traceback" not in res.stderr
+    assert "\x1b" not in res.stderr  # the kernel's colour codes are not passed on
     assert not (tmp_path / "r" / "report.html").exists()
 
 
 def test_missing_data_folder_is_exit_1(tmp_path):
     res = run_report(str(tmp_path / "nope"), "--out", str(tmp_path / "r"))
     assert res.returncode == 1 and "does not exist" in res.stderr
+
+
+def test_data_with_nothing_to_audit_is_one_sentence(tmp_path):
+    """Sessions only for another indication: exit 1 naming what the export holds."""
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "sessions.csv").write_text("patient_id,session_date,indication\n"
+                                       "P1,2025-02-01,acne\nP2,2025-02-03,acne\n",
+                                       encoding="utf-8")
+    res = run_report(str(data), "--out", str(tmp_path / "r"))
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "none of the 2 sessions" in res.stderr and "acne (2)" in res.stderr
+    assert "--protocol" in res.stderr and not (tmp_path / "r" / "report.html").exists()

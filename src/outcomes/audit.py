@@ -407,6 +407,18 @@ class Audit:
             self._cube = (seen, VerdictCube(v))
         return summarise(v, self.protocol, by=by, cube=self._cube[1])
 
+    def nothing_audited(self) -> str | None:
+        """One sentence when no session was for the protocol's indication, else None."""
+        if self.info.get("sessions_audited", len(self.sessions)) > 0:
+            return None
+        if len(self.excluded) == 0:
+            return "there are no sessions to audit"
+        found = self.excluded["indication"].astype("string").str.strip().value_counts()
+        listed = ", ".join(f"{k} ({v:,})" for k, v in found.head(5).items())
+        return (f"none of the {len(self.excluded):,} sessions is for "
+                f"{self.protocol.indication!r}, the indication of protocol {self.protocol.id} "
+                f"(the export has: {listed}); choose another protocol with --protocol")
+
     def flagged(self) -> pd.DataFrame:
         """Every deviation and documentation gap, with the file and row it came from."""
         return flagged_records(self)

@@ -133,7 +133,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(json.dumps(validate_json(results, total), ensure_ascii=False, default=str))
     else:
         print(validate_text(results, args.rejects))
-    return 0
+    problems = [p for p in (r.unusable() for r in results) if p]
+    for p in problems:  # the accounting above says which rows; this says the file is unusable
+        print(f"outcomes validate: {p}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def validate_json(results: list[LoadResult], total: LoadResult) -> dict[str, Any]:
@@ -222,6 +225,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     ds = load_inputs(args.sessions, args.outcomes, args.mapping, args.outcomes_mapping,
                      progress=False if quiet else None)
     audit = run_audit(ds.sessions.data, protocol, ds.outcomes_data)
+    if audit.nothing_audited():
+        raise LoadError(f"{Path(args.sessions).name}: {audit.nothing_audited()}")
     verdicts = audit.period(args.since, args.until) if (since or until) else audit.verdicts
     summary = summarise(verdicts, protocol)
     comparison = None

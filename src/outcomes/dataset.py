@@ -83,6 +83,10 @@ def load_inputs(sessions: str | Path, outcomes: str | Path | None = None,
     s = load(sessions, mapping=mapping, table="sessions", progress=progress)
     if s.table != "sessions":
         raise LoadError(f"{sessions} is an outcomes export; give the sessions export first")
+    if s.rows_read == 0:
+        raise LoadError(f"{Path(sessions).name} has no sessions to audit (no rows under the "
+                        "header)")
+    _require_rows(s)
     paths = {"sessions": Path(sessions)}
     o = None
     if outcomes is not None:
@@ -90,5 +94,13 @@ def load_inputs(sessions: str | Path, outcomes: str | Path | None = None,
         if o.table != "outcomes":
             raise LoadError(f"{outcomes} is not an outcomes export (its mapping says "
                             f"{o.table})")
+        _require_rows(o)
         paths["outcomes"] = Path(outcomes)
     return Dataset(sessions=s, outcomes=o, paths=paths)
+
+
+def _require_rows(result: LoadResult) -> None:
+    """A file whose every row was rejected cannot be used: usually a mapping setting."""
+    problem = result.unusable()
+    if problem:
+        raise LoadError(f"{problem}; outcomes validate lists every rejected row")

@@ -83,10 +83,16 @@ def read_mapping(path: str | Path) -> Mapping:
         raise LoadError(f"mapping file {path} is not valid TOML: {exc}") from None
     where = f"mapping file {path.name}"
     unknown = set(doc) - {"source", "columns", "units", "values"}
+    source_keys = {"table", "sheet", "delimiter", "decimal", "encoding", "date_format",
+                   "header_row"}
+    if unknown & source_keys:
+        key = min(unknown & source_keys)
+        raise LoadError(f"{where}: {key} belongs under [source] (write [source] on the line "
+                        f"before it)")
     if unknown:
         raise LoadError(f"{where} has an unknown section [{min(unknown)}]")
     src = doc.get("source", {})
-    known_src = {"table", "sheet", "delimiter", "decimal", "encoding", "date_format", "header_row"}
+    known_src = source_keys
     if set(src) - known_src:
         raise LoadError(f"{where}: unknown [source] key '{min(set(src) - known_src)}'")
     m = Mapping(path=path)
@@ -616,6 +622,16 @@ def parse_bool(s: pd.Series, true_words: set[str], false_words: set[str]) -> tup
     return pd.Series(out, index=s.index), ~is_true & ~is_false & ~missing, reason
 
 
+#: How a person writes the strptime codes a date_format uses.
+HUMAN_CODES = {"%d": "DD", "%m": "MM", "%Y": "YYYY", "%y": "YY", "%H": "hh", "%M": "mm",
+               "%S": "ss", "%b": "Mon", "%B": "Month", "%%": "%"}
+
+
+def human_date_form(fmt: str) -> str:
+    """'%d.%m.%Y' as a person reads it: 'DD.MM.YYYY' (for rejection reasons)."""
+    return re.sub(r"%.", lambda c: HUMAN_CODES.get(c.group(0), c.group(0)), fmt)
+
+
 def _format_shape(fmt: str) -> re.Pattern[str]:
     """A regex for the shape of a strptime format, to tell 'impossible' from 'wrong form'."""
     codes = {"%d": r"\d{1,2}", "%m": r"\d{1,2}", "%Y": r"\d{4}", "%y": r"\d{2}",
@@ -639,7 +655,8 @@ def parse_date(s: pd.Series, date_format: str | None = None,
     n = len(s)
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[s]")
     bad = np.zeros(n, dtype=bool)
-    form = "YYYY-MM-DD" if date_format is None else f"YYYY-MM-DD or {date_format}"
+    form = "YYYY-MM-DD" if date_format is None else \
+        f"YYYY-MM-DD or {human_date_form(date_format)}"
     reasons = pd.Series("", index=s.index, dtype=object)
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         v = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
@@ -723,6 +740,23 @@ class LoadResult:
     @property
     def rows_loaded(self) -> int:
         return self.rows_read - self.rows_rejected
+
+    def unusable(self) -> str | None:
+        """One sentence when rows were read but none could be loaded, else None.
+
+        Names the commonest reason, and the mapping setting that usually causes it.
+        """
+        if self.rows_read == 0 or self.rows_loaded > 0:
+            return None
+        by = self.rejections.groupby(["field", "reason"], sort=False).size()
+        (field, reason), n = by.idxmax(), int(by.max())
+        hint = ""
+        if "not a date in the form" in reason:
+            hint = "; check date_format in the mapping file"
+        elif reason == "not a number":
+            hint = "; check decimal in the mapping file"
+        return (f"{Path(self.file).name}: none of its {self.rows_read:,} rows could be loaded "
+                f"({n:,} rejected for {field}: {reason}{hint})")
 
     def summary(self) -> dict[str, Any]:
         """The row accounting as plain data (what `outcomes validate --json` prints)."""

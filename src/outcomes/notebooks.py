@@ -8,6 +8,7 @@ so a notebook runs on any data without being edited.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,8 @@ def execute_notebook(path: str | Path, params: dict[str, Any], cwd: str | Path |
         index = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
                       and any(o.get("output_type") == "error" for o in c.get("outputs", []))),
                      None)
-        last = str(exc).strip().splitlines()
+        # the kernel colours its traceback; a terminal message must not carry the codes
+        last = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
         ename = next((ln for ln in reversed(last) if ln.strip()), "error")
         where = f"cell {index + 1}" if index is not None else "a cell"
         raise NotebookError(f"notebook {path.name} failed in {where}: {ename.strip()}") from None

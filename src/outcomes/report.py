@@ -23,6 +23,7 @@ from outcomes import __version__
 from outcomes.audit import run_audit, write_audit
 from outcomes.dataset import Dataset, load_data_dir
 from outcomes.files import write_atomic
+from outcomes.load import LoadError
 from outcomes.notebooks import NOTEBOOKS, NotebookError, execute_notebook, notebook_dir
 from outcomes.progress import Progress
 from outcomes.protocol import Protocol, load_protocol
@@ -136,6 +137,8 @@ def build_report(data_dir: str | Path = "data/sample", protocol: str | Path = "f
     bar = Progress(len(NOTEBOOKS) + 2, "report", enabled=progress)
     ds = load_data_dir(data_dir)
     audit = run_audit(ds.sessions.data, proto, ds.outcomes_data)
+    if audit.nothing_audited():
+        raise LoadError(f"{ds.paths['sessions'].name}: {audit.nothing_audited()}")
     out.mkdir(parents=True, exist_ok=True)
     workbook = write_audit(audit, out, ds.files(), csv=False,
                            rejections=ds.rejections())["workbook"]
