@@ -52,6 +52,8 @@ def test_validate_readable_summary(export):
     (["validate", "nope.csv"], 1, "does not exist"),
     (["validate"], 2, "required"),
     (["frobnicate"], 2, "invalid choice"),
+    # a mistyped flag gets its own command's usage, not the top-level one
+    (["audit", "s.csv", "--bogus"], 2, "usage: outcomes audit"),
 ])
 def test_errors_exit_codes(args, code, message, tmp_path):
     res = run(*args, cwd=tmp_path)

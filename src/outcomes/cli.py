@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("data_dir", nargs="?", default="data/sample", metavar="DATA_DIR")
     r.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
     r.add_argument("--out", default="report", metavar="DIR")
+    for command in (v, s, a, e, r):  # a mistyped flag is answered with its command's usage
+        command.set_defaults(command_parser=command)
     return p
 
 
@@ -90,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return int(exc.code or 0)
     try:
