@@ -54,6 +54,7 @@ def test_validate_readable_summary(export):
     (["frobnicate"], 2, "invalid choice"),
     # a mistyped flag gets its own command's usage, not the top-level one
     (["audit", "s.csv", "--bogus"], 2, "usage: outcomes audit"),
+    (["--bogus", "audit", "s.csv"], 2, "usage: outcomes [-h]"),
 ])
 def test_errors_exit_codes(args, code, message, tmp_path):
     res = run(*args, cwd=tmp_path)
@@ -121,3 +122,8 @@ def test_a_source_key_outside_its_section_is_named(tmp_path):
     res = run("validate", str(p))
     assert res.returncode == 1
     assert "date_format belongs under [source]" in res.stderr
+    (tmp_path / "sessions.mapping.toml").write_text(
+        '[columns]\npatient_id = "patient_id"\ndate_format = "%d.%m.%Y"\n', encoding="utf-8")
+    res = run("validate", str(p))
+    assert res.returncode == 1
+    assert "date_format is under [columns] but belongs under [source]" in res.stderr

@@ -105,3 +105,14 @@ def test_sorted_codes_are_what_factorize_with_sort_gives(values):
     want_codes, want_distinct = pd.factorize(s, sort=True)
     assert codes.tolist() == want_codes.tolist()
     assert distinct.to_pylist() == list(want_distinct)
+
+
+def test_course_table_dates_are_the_span_in_any_row_order():
+    """A course held as one block of rows but newest first still spans oldest to newest."""
+    s = sessions([("P1", "hair", "v", d) for d in ("2025-01-01", "2025-02-01", "2025-03-01")])
+    s.loc[1, "session_date"] = pd.NaT
+    backwards = assign_courses(s, 120).iloc[::-1].reset_index(drop=True)
+    c = course_table(backwards)
+    assert c.loc[0, "first_date"] == pd.Timestamp("2025-01-01")
+    assert c.loc[0, "last_date"] == pd.Timestamp("2025-03-01")
+    assert c.loc[0, "duration_days"] == 59

@@ -94,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, extra = parser.parse_known_args(argv)
         if extra:
-            args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            given = list(sys.argv[1:] if argv is None else argv)
+            before = given[:given.index(args.command)] if args.command in given else []
+            # a stray flag before the command is the top level's; after it, the command's
+            wrong = parser if any(x in before for x in extra) else args.command_parser
+            wrong.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return int(exc.code or 0)
     try:

@@ -78,8 +78,9 @@ def _courses(sessions: pd.DataFrame, rows: np.ndarray | None, new_course_after_d
     # a course's latest date (dates run upwards within it, NaT, the smallest int64, last)
     last_date = (np.maximum.reduceat(dates.view(np.int64), first_idx)[course_no - 1]
                  .view("datetime64[D]") if len(df) else dates)
+    known = dates[~np.isnat(dates)]  # the data run to their latest recorded date
     end = np.datetime64(pd.Timestamp(as_of) if as_of is not None else
-                        pd.Timestamp(dates.max()) if len(df) else pd.Timestamp(0), "D")
+                        pd.Timestamp(known.max()) if len(known) else pd.Timestamp(0), "D")
     days_after = (end - last_date) // np.timedelta64(1, "D")
     df["days_observed_after"] = pd.array(days_after, dtype="Int64")
     df["course_completed"] = pd.array(days_after >= new_course_after_days, dtype="boolean")
@@ -177,8 +178,8 @@ def course_table(sessions_with_courses: pd.DataFrame) -> pd.DataFrame:
 def _course_table(s: pd.DataFrame, starts: np.ndarray | None) -> pd.DataFrame:
     """course_table, by positions when `starts` gives the first row of each course (every
     course one run of rows), else by a groupby."""
-    out = _course_table_grouped(s) if starts is None or len(s) == 0 else \
-        _course_table_runs(s, starts)
+    runs = starts is not None and len(s) > 0 and s["session_date"].dtype.kind == "M"
+    out = _course_table_runs(s, starts) if runs else _course_table_grouped(s)  # type: ignore[arg-type]
     out["duration_days"] = (out["last_date"] - out["first_date"]).dt.days
     return out
 
@@ -218,8 +219,8 @@ def _course_starts(course_id: pd.Series) -> np.ndarray | None:
 
 def _course_table_runs(s: pd.DataFrame, starts: np.ndarray) -> pd.DataFrame:
     """course_table for sessions holding each course as one run of rows: positions
-    instead of a groupby on a million course ids. Dates within a course are sorted
-    (missing last), so the first and last recorded dates are its min and max."""
+    instead of a groupby on a million course ids. Dates are each run's earliest and
+    latest (any row order; missing dates ignored, as min() and max() do)."""
     n = len(s)
     ends = np.r_[starts[1:], n]  # one past each course's last row
     idx = np.arange(n)
@@ -251,12 +252,23 @@ def _course_table_runs(s: pd.DataFrame, starts: np.ndarray) -> pd.DataFrame:
         "clinic": last("clinic"),
         "operator": last("operator"),
         "operators": _distinct_per_run(s["operator"], starts),
-        "first_date": first("session_date"),
-        "last_date": last("session_date"),
+        **_date_span(s["session_date"], starts),
         "sessions": (ends - starts).astype(np.int64),
         "completed": first("course_completed"),
         "days_observed_after": first("days_observed_after"),
     }, copy=False)
+
+
+def _date_span(dates: pd.Series, starts: np.ndarray) -> dict[str, pd.Series]:
+    """Earliest and latest date of each run of rows (NaT when a run has none)."""
+    d = dates.to_numpy()
+    i = d.view(np.int64)  # NaT is the smallest int64: max() passes it by
+    big = np.iinfo(np.int64).max
+    lo = np.minimum.reduceat(np.where(np.isnat(d), big, i), starts)
+    lo[lo == big] = np.iinfo(np.int64).min  # a run without dates: NaT
+    hi = np.maximum.reduceat(i, starts)
+    return {"first_date": pd.Series(lo.view(d.dtype), dtype=dates.dtype),
+            "last_date": pd.Series(hi.view(d.dtype), dtype=dates.dtype)}
 
 
 def _pick(col: pd.Series, rows: np.ndarray) -> pd.Series:

@@ -89,6 +89,12 @@ def read_mapping(path: str | Path) -> Mapping:
         key = min(unknown & source_keys)
         raise LoadError(f"{where}: {key} belongs under [source] (write [source] on the line "
                         f"before it)")
+    for section in ("columns", "units", "values"):  # written below another section
+        stray = set(doc.get(section, {})) & source_keys if isinstance(doc.get(section), dict) \
+            else set()
+        if stray:
+            raise LoadError(f"{where}: {min(stray)} is under [{section}] but belongs under "
+                            "[source] (move it above the other sections)")
     if unknown:
         raise LoadError(f"{where} has an unknown section [{min(unknown)}]")
     src = doc.get("source", {})
