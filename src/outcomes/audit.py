@@ -676,9 +676,9 @@ class VerdictCube:
             self.keys, self.sizes, self.labels = [], [], []
             return
         v = verdict.cat.codes.to_numpy()
-        table = np.zeros(cells, dtype=np.int64)
         step = 1 << 18  # in pieces that stay in cache
-        for i in range(0, len(v), step):
+
+        def count(i: int) -> np.ndarray:
             g = np.zeros(min(step, len(v) - i), dtype=np.int64)
             for c, n in zip(codes, self.sizes, strict=True):
                 part = c(i, i + step)  # -1 for a missing key: it gets slot n
@@ -687,7 +687,18 @@ class VerdictCube:
                 g[part < 0] += n + 1
             g *= 4
             g += v[i:i + step]
-            table += np.bincount(g, minlength=cells)
+            return np.bincount(g, minlength=cells)
+
+        # pieces on one thread per core (numpy frees the GIL), when the counts of every
+        # piece fit in memory at once (a small cube: clinicians, clinics and months)
+        pieces = range(0, len(v), step)
+        table = np.zeros(cells, dtype=np.int64)
+        if len(v) >= 4 * step and cells * len(pieces) <= 50_000_000:
+            for block in map_threads(count, pieces):
+                table += block
+        else:
+            for i in pieces:
+                table += count(i)
         self.table = table.reshape([n + 1 for n in self.sizes] + [4])
 
     @staticmethod
