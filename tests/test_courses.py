@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from hypothesis import given
-from hypothesis import strategies as st
 
 from outcomes.courses import assign_courses, course_table
 
@@ -93,18 +91,6 @@ def test_course_table_by_positions_equals_groupby_with_gaps_in_the_record():
     same_in_any_order = ["course_id", "patient_id", "operators", "first_date", "last_date",
                          "sessions", "completed", "days_observed_after", "duration_days"]
     pd.testing.assert_frame_equal(got[same_in_any_order], want[same_in_any_order])
-
-
-@given(st.lists(st.one_of(st.none(), st.text(max_size=4)), max_size=40))
-def test_sorted_codes_are_what_factorize_with_sort_gives(values):
-    """Arrow's hash and sort give pandas' codes: UTF-8 bytes sort as code points do."""
-    from outcomes.courses import _sorted_codes
-
-    s = pd.Series(values, dtype="string")
-    codes, distinct = _sorted_codes(s)
-    want_codes, want_distinct = pd.factorize(s, sort=True)
-    assert codes.tolist() == want_codes.tolist()
-    assert distinct.to_pylist() == list(want_distinct)
 
 
 def test_course_table_dates_are_the_span_in_any_row_order():

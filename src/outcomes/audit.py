@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from outcomes import schema
-from outcomes.courses import NOT_RECORDED, _course_table, _courses
+from outcomes.arrowtext import arrow_strings, sort_rank
+from outcomes.courses import NOT_RECORDED, course_starts, course_table_of, courses_with_starts
 from outcomes.parallel import map_threads
 from outcomes.protocol import Criterion, Protocol, describe
 from outcomes.stats import newcombe_diff_ci, wilson_ci
@@ -361,7 +361,7 @@ def _shared_codes(first: pd.Series, second: pd.Series) -> tuple[np.ndarray, np.n
     """Codes of two key columns on one numbering: `first`'s values are 0…k-1 in order of
     appearance; a value of `second` not in `first` gets -1. One hash pass when both are
     arrow text."""
-    a, b = _arrow_text(first), _arrow_text(second)
+    a, b = arrow_strings(first), arrow_strings(second)
     if a is not None and b is not None and a.type == b.type:
         codes = pa.chunked_array(a.chunks + b.chunks, a.type).dictionary_encode()
         codes = pa.chunked_array([x.indices for x in codes.chunks]).to_numpy()
@@ -370,13 +370,6 @@ def _shared_codes(first: pd.Series, second: pd.Series) -> tuple[np.ndarray, np.n
         return c_code, np.where(o_code <= c_code.max(initial=-1), o_code, -1)
     c_code, distinct = pd.factorize(first)
     return c_code.astype(np.int64), pd.Index(distinct).get_indexer(second).astype(np.int64)
-
-
-def _arrow_text(col: pd.Series) -> pa.ChunkedArray | None:
-    if not (isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow"):
-        return None
-    arr = col.array.__arrow_array__()
-    return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,9 +445,10 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
     excluded = sessions.iloc[:0] if in_scope.all() else sessions[~in_scope]
     if as_of is None and len(sessions):
         as_of = sessions["session_date"].max()
-    s, starts = _courses(sessions, None if in_scope.all() else np.flatnonzero(in_scope),
-                         protocol.new_course_after_days, as_of)
-    courses = _course_table(s, starts)
+    s, starts = courses_with_starts(sessions,
+                                    None if in_scope.all() else np.flatnonzero(in_scope),
+                                    protocol.new_course_after_days, as_of)
+    courses = course_table_of(s, starts)
 
     def evaluate(c: Criterion) -> tuple[Criterion, str, Evaluation]:
         if c.level == "course":
@@ -813,7 +807,7 @@ def _records(audit: Audit, v: pd.DataFrame, pick: np.ndarray | None) -> pd.DataF
     date = s["session_date"].to_numpy()[row]
     if is_course.any():
         date[is_course] = c["last_date"].to_numpy()[u[is_course]]
-    order = _date_then_rank(date, _sort_rank(s["session_id"])[row])
+    order = _date_then_rank(date, sort_rank(s["session_id"])[row])
     row, date = row[order], date[order]
     at = order if pick is None else pick[order]
     crit = v["criterion"]
@@ -843,32 +837,13 @@ def _course_runs(session_course: pd.Series, course_ids: pd.Series) -> np.ndarray
     """Last row of each course when sessions hold each course as one run of rows, in the
     order the course table lists them (as assign_courses and course_table make them);
     None otherwise."""
-    if not (isinstance(session_course.dtype, pd.StringDtype)
-            and session_course.dtype.storage == "pyarrow") or session_course.hasnans \
-            or len(session_course) == 0:
+    starts = course_starts(session_course)
+    if starts is None or len(starts) != len(course_ids):
         return None
-    ids = pa.chunked_array(session_course.array.__arrow_array__()).combine_chunks()
-    change = np.ones(len(ids), dtype=bool)
-    change[1:] = pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(change)
-    if len(starts) != len(course_ids):
-        return None
-    listed = pd.Series(ids.take(pa.array(starts)), dtype=session_course.dtype)
+    listed = session_course.iloc[starts].reset_index(drop=True)
     if not listed.equals(course_ids.reset_index(drop=True).astype(session_course.dtype)):
         return None
-    return np.r_[starts[1:], len(ids)] - 1
-
-
-def _sort_rank(values: pd.Series) -> np.ndarray:
-    """Rank of each value in sorted order (equal values equal rank, missing last)."""
-    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow" \
-            and not values.hasnans:
-        return pc.rank(values.array.__arrow_array__(), sort_keys="ascending",
-                       tiebreaker="dense").to_numpy().astype(np.int64) - 1
-    codes, _ = pd.factorize(values, sort=True)
-    codes = codes.astype(np.int64)
-    codes[codes < 0] = codes.max(initial=-1) + 1
-    return codes
+    return np.r_[starts[1:], len(session_course)] - 1
 
 
 def _gather(col: pd.Series, at: np.ndarray, rename: dict[str, str] | None = None) -> Any:
@@ -887,9 +862,9 @@ def _gather(col: pd.Series, at: np.ndarray, rename: dict[str, str] | None = None
             if text.null_count < len(text):
                 return pd.Series(text, dtype="str")
         return (col.map(rename) if rename is not None else col).to_numpy()[at]
-    if isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow" and len(at):
-        arr = col.array.__arrow_array__()
-        text = arr.take(pa.array(at))
+    strings = arrow_strings(col)
+    if strings is not None and len(at):
+        text = strings.take(pa.array(at))
         if text.null_count < len(text):
             return pd.Series(text, dtype="str")
     return col.to_numpy()[at]

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from outcomes.arrowtext import arrow_strings, sorted_codes
 from outcomes.parallel import map_threads
 
 NOT_RECORDED = "(not recorded)"
@@ -28,28 +29,23 @@ def assign_courses(sessions: pd.DataFrame, new_course_after_days: int = 120,
     (days the data run past the course's last session) and `course_completed`.
     `as_of` is the date the data run to (default: the latest session date).
     """
-    return courses_of_rows(sessions, None, new_course_after_days, as_of)
+    return courses_with_starts(sessions, None, new_course_after_days, as_of)[0]
 
 
-def courses_of_rows(sessions: pd.DataFrame, rows: np.ndarray | None,
-                    new_course_after_days: int = 120,
-                    as_of: pd.Timestamp | None = None) -> pd.DataFrame:
-    """assign_courses(sessions.iloc[rows]) without copying the selected rows twice."""
-    return _courses(sessions, rows, new_course_after_days, as_of)[0]
-
-
-def _courses(sessions: pd.DataFrame, rows: np.ndarray | None, new_course_after_days: int,
-             as_of: pd.Timestamp | None) -> tuple[pd.DataFrame, np.ndarray]:
-    """courses_of_rows, and the first row of each course (for _course_table)."""
+def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
+                        new_course_after_days: int = 120, as_of: pd.Timestamp | None = None
+                        ) -> tuple[pd.DataFrame, np.ndarray]:
+    """assign_courses(sessions.iloc[rows]) (all rows when None), without copying the
+    selected rows twice, and the first row of each course (for course_table_of)."""
     if rows is not None:
         sessions = _Rows(sessions, rows)  # type: ignore[assignment]
     ind = sessions["indication"].astype("string").fillna(NOT_RECORDED)
     area = sessions["area"].astype("string").fillna(NOT_RECORDED)
     pid = sessions["patient_id"].astype("string")
     # sort on integer codes in the order of the sorted values (what categoricals give)
-    p_codes, p_vals = _sorted_codes(pid)
-    i_codes, i_vals = _sorted_codes(ind)
-    a_codes, a_vals = _sorted_codes(area)
+    p_codes, p_vals = sorted_codes(pid)
+    i_codes, i_vals = sorted_codes(ind)
+    a_codes, a_vals = sorted_codes(area)
     order = _sort_order(p_codes, i_codes, a_codes, sessions["session_date"].to_numpy())
     df = _take_rows(sessions.frame if rows is not None else sessions,  # type: ignore[attr-defined]
                     order if rows is None else rows[order])
@@ -85,22 +81,6 @@ def _courses(sessions: pd.DataFrame, rows: np.ndarray | None, new_course_after_d
     df["days_observed_after"] = pd.array(days_after, dtype="Int64")
     df["course_completed"] = pd.array(days_after >= new_course_after_days, dtype="boolean")
     return df, first_idx
-
-
-def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, Any]:
-    """pd.factorize(values, sort=True), with arrow doing the hashing and the sort of the
-    distinct values when the column is arrow text (UTF-8 bytes sort as code points do)."""
-    arr = values.array.__arrow_array__() if isinstance(values.dtype, pd.StringDtype) \
-        and values.dtype.storage == "pyarrow" else None
-    if arr is None:
-        return pd.factorize(values, sort=True)
-    enc = pa.chunked_array(arr).combine_chunks().dictionary_encode()
-    order = pc.array_sort_indices(enc.dictionary).to_numpy()
-    rank = np.empty(len(order) + 1, dtype=np.intp)
-    rank[order] = np.arange(len(order))
-    rank[-1] = -1  # where a missing value (index -1) points
-    idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
-    return rank[idx], enc.dictionary.take(pa.array(order))
 
 
 class _Rows:
@@ -172,10 +152,11 @@ def course_table(sessions_with_courses: pd.DataFrame) -> pd.DataFrame:
     appearance; values are a course's first (last) recorded one, as groupby's first()
     and last() give them.
     """
-    return _course_table(sessions_with_courses, _course_starts(sessions_with_courses["course_id"]))
+    return course_table_of(sessions_with_courses,
+                           course_starts(sessions_with_courses["course_id"]))
 
 
-def _course_table(s: pd.DataFrame, starts: np.ndarray | None) -> pd.DataFrame:
+def course_table_of(s: pd.DataFrame, starts: np.ndarray | None) -> pd.DataFrame:
     """course_table, by positions when `starts` gives the first row of each course (every
     course one run of rows), else by a groupby."""
     runs = starts is not None and len(s) > 0 and s["session_date"].dtype.kind == "M"
@@ -201,14 +182,13 @@ def _course_table_grouped(s: pd.DataFrame) -> pd.DataFrame:
     }).reset_index()
 
 
-def _course_starts(course_id: pd.Series) -> np.ndarray | None:
+def course_starts(course_id: pd.Series) -> np.ndarray | None:
     """First row of each course when every course is one run of rows (as assign_courses
     leaves them), else None."""
-    if not (isinstance(course_id.dtype, pd.StringDtype)
-            and course_id.dtype.storage == "pyarrow") or len(course_id) == 0 \
-            or course_id.hasnans:
+    strings = arrow_strings(course_id)
+    if strings is None or len(course_id) == 0 or course_id.hasnans:
         return None
-    ids = pa.chunked_array(course_id.array.__arrow_array__()).combine_chunks()
+    ids = strings.combine_chunks()
     change = np.ones(len(ids), dtype=bool)
     change[1:] = pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(change)

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from outcomes import schema
+from outcomes.arrowtext import arrow_strings
 from outcomes.parallel import map_threads
 from outcomes.progress import Progress
 
@@ -496,17 +497,9 @@ def _is_str(s: pd.Series) -> bool:
     return isinstance(s.dtype, pd.StringDtype)
 
 
-def _arrow_strings(s: pd.Series) -> pa.ChunkedArray | None:
-    """The arrow strings behind a pyarrow-backed string column (no copy), else None."""
-    if not (_is_str(s) and s.dtype.storage == "pyarrow"):
-        return None
-    arr = s.array.__arrow_array__()
-    return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
-
-
 def _as_text(s: pd.Series) -> pd.Series:
     """Values as stripped text, missing as NA; numbers from Excel written without '.0'."""
-    arr = _arrow_strings(s)
+    arr = arrow_strings(s)
     if arr is not None:  # the same strip pandas does (utf8_trim_whitespace), without pandas
         arr = pc.utf8_trim_whitespace(arr)
         arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, arr.type), arr)
@@ -890,7 +883,7 @@ def _parse_by_value(parse: Any, s: pd.Series) -> tuple[pd.Series, np.ndarray, An
     hundreds of values instead of a million, and a few bad cells no longer send the
     whole column down the slow path.
     """
-    arr = _arrow_strings(s) if len(s) >= BY_VALUE_MIN_ROWS else None
+    arr = arrow_strings(s) if len(s) >= BY_VALUE_MIN_ROWS else None
     if arr is None:
         return parse(s)
     enc = arr.dictionary_encode()
@@ -1172,7 +1165,7 @@ def _derive_session_ids(values: dict[str, pd.Series], rejected: np.ndarray, rows
         pos = np.arange(len(order))
         start = np.maximum.accumulate(np.where(np.r_[True, k[1:] != k[:-1]], pos, 0))
         seq[order] = pos - start + 1
-    pid = _arrow_strings(values["patient_id"].astype("string"))
+    pid = arrow_strings(values["patient_id"].astype("string"))
     days = values["session_date"].to_numpy(dtype="datetime64[D]")
     day_text = _day_text(days)
     derived = pc.binary_join_element_wise(pid.cast(pa.large_string()), day_text,
@@ -1228,7 +1221,7 @@ def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], later: dict[str, 
     def kept(s: pd.Series, dtype: Any = None, text: bool = False) -> pd.Series:
         arr = s.array
         if picks is not None:
-            strings = _arrow_strings(s)
+            strings = arrow_strings(s)
             if strings is not None and runs is not None:  # slices of the text: no copy
                 pieces = [c for a, b in runs for c in strings.slice(a, b - a).chunks]
                 arr = pd.array(pa.chunked_array(pieces, strings.type), dtype=s.dtype)
@@ -1239,7 +1232,7 @@ def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], later: dict[str, 
         if dtype is not None:
             arr = arr.astype(dtype, copy=False)
         out = pd.Series(arr, dtype=arr.dtype, copy=False)  # no inference from object
-        strings = _arrow_strings(out)
+        strings = arrow_strings(out)
         if strings is not None and strings.num_chunks > 1:
             # one piece per column: the reader's hundreds of blocks slow every later take
             out = pd.Series(pd.array(strings.combine_chunks(), dtype=out.dtype), copy=False)
