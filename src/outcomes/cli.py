@@ -233,8 +233,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     ds = load_inputs(args.sessions, args.outcomes, args.mapping, args.outcomes_mapping,
                      progress=False if quiet else None)
     audit = run_audit(ds.sessions.data, protocol, ds.outcomes_data)
-    if audit.nothing_audited():
-        raise LoadError(f"{Path(args.sessions).name}: {audit.nothing_audited()}")
+    if nothing := audit.nothing_audited():
+        raise LoadError(f"{Path(args.sessions).name}: {nothing}")
     verdicts = audit.period(args.since, args.until) if (since or until) else audit.verdicts
     summary = summarise(verdicts, protocol)
     comparison = None

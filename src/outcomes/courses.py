@@ -90,8 +90,7 @@ class _Rows:
         self.frame, self.rows = frame, rows
 
     def __getitem__(self, name: str) -> pd.Series:
-        col = self.frame[name]
-        return pd.Series(col.array.take(self.rows), dtype=col.dtype, copy=False)
+        return _take(self.frame[name], self.rows)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -117,14 +116,10 @@ def _sort_order(p: np.ndarray, i: np.ndarray, a: np.ndarray, dates: np.ndarray) 
 def _take_rows(df: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
     """df.iloc[order] with a fresh RangeIndex, one column per thread (arrow and numpy
     gather without holding the GIL)."""
-    def take(name: Any) -> pd.Series:
-        col = df[name]  # typed as it was (no inference from object columns)
-        return pd.Series(col.array.take(order), dtype=col.dtype, copy=False)
-
     names = list(df.columns)
     if len(df) < 10_000 or len(set(names)) != len(names):
         return df.iloc[order].reset_index(drop=True)
-    arrays = map_threads(take, names)
+    arrays = map_threads(lambda name: _take(df[name], order), names)
     return pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)
 
 
@@ -251,10 +246,16 @@ def _date_span(dates: pd.Series, starts: np.ndarray) -> dict[str, pd.Series]:
             "last_date": pd.Series(hi.view(d.dtype), dtype=dates.dtype)}
 
 
-def _pick(col: pd.Series, rows: np.ndarray) -> pd.Series:
-    """col's values at rows (-1: missing), typed as col."""
-    arr = col.array.take(rows, allow_fill=True)
+def _take(col: pd.Series, rows: np.ndarray, allow_fill: bool = False) -> pd.Series:
+    """col's values at rows (with allow_fill, -1 is missing), typed as col was (no
+    inference from object columns)."""
+    arr = col.array.take(rows, allow_fill=allow_fill)
     return pd.Series(arr, dtype=col.dtype, copy=False, name=col.name)
+
+
+def _pick(col: pd.Series, rows: np.ndarray) -> pd.Series:
+    """col's values at rows, -1 giving a missing value."""
+    return _take(col, rows, allow_fill=True)
 
 
 def _distinct_per_run(col: pd.Series, starts: np.ndarray) -> np.ndarray:

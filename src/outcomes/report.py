@@ -137,8 +137,8 @@ def build_report(data_dir: str | Path = "data/sample", protocol: str | Path = "f
     bar = Progress(len(NOTEBOOKS) + 2, "report", enabled=progress)
     ds = load_data_dir(data_dir)
     audit = run_audit(ds.sessions.data, proto, ds.outcomes_data)
-    if audit.nothing_audited():
-        raise LoadError(f"{ds.paths['sessions'].name}: {audit.nothing_audited()}")
+    if nothing := audit.nothing_audited():
+        raise LoadError(f"{ds.paths['sessions'].name}: {nothing}")
     out.mkdir(parents=True, exist_ok=True)
     workbook = write_audit(audit, out, ds.files(), csv=False,
                            rejections=ds.rejections())["workbook"]

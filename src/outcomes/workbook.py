@@ -28,6 +28,8 @@ STATUS_FILL = {
     "improved": "C6EFCE", "worse": "FFC7CE", "deviation": "FFC7CE",
     "not documented": "FFEB9C",
 }
+STATUS_PATTERN = {k: PatternFill("solid", start_color=v, end_color=v)
+                  for k, v in STATUS_FILL.items()}
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -127,7 +129,7 @@ def _write_sheet(wb: Workbook, name: str, df: pd.DataFrame,
 def _cell_maker(ws: Any, col: pd.Series, percent: bool, status: bool) -> Any:
     """A function from a raw value to what the sheet gets: the plain value, or a styled
     cell (percent format, status fill, date format); styles are made once per column."""
-    fills = {k: PatternFill("solid", start_color=v, end_color=v) for k, v in STATUS_FILL.items()}
+    fills = STATUS_PATTERN
     dates = pd.api.types.is_datetime64_any_dtype(col.dtype)
 
     def make(value: Any) -> Any:
