@@ -102,3 +102,34 @@ def test_course_table_dates_are_the_span_in_any_row_order():
     assert c.loc[0, "first_date"] == pd.Timestamp("2025-01-01")
     assert c.loc[0, "last_date"] == pd.Timestamp("2025-03-01")
     assert c.loc[0, "duration_days"] == 59
+
+
+def test_keeping_the_export_order_gives_the_same_sessions_and_courses():
+    """The audit's path (rows kept in the export's order, courses found through `order`)
+    gives the rows assign_courses gives, just not sorted, and the same course table; also
+    for a subset of rows and with gaps in the record."""
+    from outcomes.courses import course_table_of, courses_with_starts
+
+    rng = np.random.default_rng(11)
+    n = 2000
+    s = pd.DataFrame({
+        "patient_id": pd.array(rng.choice([f"P{i}" for i in range(150)], n), dtype="string"),
+        "indication": pd.array(rng.choice(["hair", None], n, p=[.9, .1]), dtype="string"),
+        "area": pd.array(rng.choice(["vertex", "frontal", None], n, p=[.6, .3, .1]),
+                         dtype="string"),
+        "session_date": (pd.Timestamp("2024-01-01")
+                         + pd.to_timedelta(rng.integers(0, 700, n), unit="D"))
+        .astype("datetime64[s]"),
+        "operator": pd.array(rng.choice(["Dr. A", "Dr. B", None], n, p=[.5, .3, .2]),
+                             dtype="string"),
+        "clinic": pd.array(rng.choice(["North", None], n, p=[.7, .3]), dtype="string"),
+        "row": np.arange(n),
+    })
+    for rows in (None, np.flatnonzero(rng.random(n) < 0.6)):
+        picked = s if rows is None else s.iloc[rows].reset_index(drop=True)
+        sorted_rows = assign_courses(picked, 120)
+        kept, starts, order = courses_with_starts(s, rows, 120, keep_order=True)
+        assert kept["row"].tolist() == picked["row"].tolist()  # the export's order
+        pd.testing.assert_frame_equal(kept.iloc[order].reset_index(drop=True), sorted_rows)
+        pd.testing.assert_frame_equal(course_table_of(kept, starts, order),
+                                      course_table(sorted_rows))

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from outcomes import schema
-from outcomes.arrowtext import arrow_strings, sort_rank
+from outcomes.arrowtext import appearance_codes, arrow_strings, sort_rank
 from outcomes.courses import NOT_RECORDED, course_starts, course_table_of, courses_with_starts
 from outcomes.parallel import map_threads
 from outcomes.protocol import Criterion, Protocol, describe
@@ -317,7 +317,8 @@ def _best_assessment(courses: pd.DataFrame, outcomes: pd.DataFrame, lo: int,
     width = span - base + 2 * 86400 * (hi + 2)
     if (len(patients) + 1) * width >= 2**62:
         return None
-    mine = o_code >= 0
+    mine = o_code >= 0  # and one key per run of rows on one patient's day (its instruments)
+    mine[1:] &= (o_code[1:] != o_code[:-1]) | (t[1:] != t[:-1])
     key = np.sort(o_code[mine] * width + (t[mine] - base))
     key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key  # drop repeats
     day = 86400
@@ -363,9 +364,7 @@ def _shared_codes(first: pd.Series, second: pd.Series) -> tuple[np.ndarray, np.n
     arrow text."""
     a, b = arrow_strings(first), arrow_strings(second)
     if a is not None and b is not None and a.type == b.type:
-        codes = pa.chunked_array(a.chunks + b.chunks, a.type).dictionary_encode()
-        codes = pa.chunked_array([x.indices for x in codes.chunks]).to_numpy()
-        codes = codes.astype(np.int64)
+        codes = appearance_codes(pa.chunked_array(a.chunks + b.chunks, a.type))
         c_code, o_code = codes[:len(first)], codes[len(first):]
         return c_code, np.where(o_code <= c_code.max(initial=-1), o_code, -1)
     c_code, distinct = pd.factorize(first)
@@ -380,7 +379,7 @@ class Audit:
     """The result of auditing sessions against a protocol."""
 
     protocol: Protocol
-    sessions: pd.DataFrame  # audited sessions, with course columns
+    sessions: pd.DataFrame  # audited sessions, with course columns, in the export's order
     courses: pd.DataFrame
     verdicts: pd.DataFrame  # long: one row per criterion × session (or course)
     excluded: pd.DataFrame  # sessions for other indications, not audited
@@ -388,6 +387,9 @@ class Audit:
     info: dict[str, Any] = field(default_factory=dict)
     _cube: tuple[tuple[int, ...], VerdictCube] | None = field(default=None, init=False,
                                                                repr=False, compare=False)
+    # each course's last session (the row a reviewer opens), as run_audit found it
+    _last_rows: np.ndarray | None = field(default=None, init=False, repr=False,
+                                          compare=False)
 
     def summary(self, by: str | list[str] | None = None) -> pd.DataFrame:
         """Compliance per criterion (and per group): counts, percent, Wilson 95 % CI, status."""
@@ -445,10 +447,12 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
     excluded = sessions.iloc[:0] if in_scope.all() else sessions[~in_scope]
     if as_of is None and len(sessions):
         as_of = sessions["session_date"].max()
-    s, starts = courses_with_starts(sessions,
-                                    None if in_scope.all() else np.flatnonzero(in_scope),
-                                    protocol.new_course_after_days, as_of)
-    courses = course_table_of(s, starts)
+    # sessions stay in the export's order: sorting every column into course order would
+    # cost as much as the rest of the audit, and no verdict depends on it
+    s, starts, order = courses_with_starts(
+        sessions, None if in_scope.all() else np.flatnonzero(in_scope),
+        protocol.new_course_after_days, as_of, keep_order=True)
+    courses = course_table_of(s, starts, order)
 
     def evaluate(c: Criterion) -> tuple[Criterion, str, Evaluation]:
         if c.level == "course":
@@ -462,7 +466,10 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
     info = {"sessions_audited": len(s), "sessions_excluded": len(excluded),
             "courses": len(courses), "courses_completed": int(courses["completed"].sum()),
             "as_of": None if as_of is None else pd.Timestamp(as_of).date().isoformat()}
-    return Audit(protocol, s, courses, v, excluded, has_outcomes=outcomes is not None, info=info)
+    audit = Audit(protocol, s, courses, v, excluded, has_outcomes=outcomes is not None,
+                  info=info)
+    audit._last_rows = order[np.r_[starts[1:], len(s)] - 1] if len(s) else order
+    return audit
 
 
 def _in_scope(indication: pd.Series, wanted: str) -> np.ndarray:
@@ -788,8 +795,10 @@ def _records(audit: Audit, v: pd.DataFrame, pick: np.ndarray | None) -> pd.DataF
                     level.cat.categories else (level == "course").to_numpy())
     u = sel(v["unit"].to_numpy())
     row = u.copy()
-    runs = _course_runs(s["course_id"], c["course_id"]) if is_course.any() else None
-    if runs is not None:  # each course one run of rows, in the course table's order
+    runs = audit._last_rows if audit._last_rows is not None and \
+        len(audit._last_rows) == len(c) else \
+        _course_runs(s["course_id"], c["course_id"]) if is_course.any() else None
+    if runs is not None:  # each course's last row, in the course table's order
         row[is_course] = runs[u[is_course]]
     elif is_course.any():
         # a course's record is its last session: the row a reviewer opens

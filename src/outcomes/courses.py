@@ -33,26 +33,38 @@ def assign_courses(sessions: pd.DataFrame, new_course_after_days: int = 120,
 
 
 def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
-                        new_course_after_days: int = 120, as_of: pd.Timestamp | None = None
-                        ) -> tuple[pd.DataFrame, np.ndarray]:
-    """assign_courses(sessions.iloc[rows]) (all rows when None), without copying the
-    selected rows twice, and the first row of each course (for course_table_of)."""
-    if rows is not None:
-        sessions = _Rows(sessions, rows)  # type: ignore[assignment]
-    ind = sessions["indication"].astype("string").fillna(NOT_RECORDED)
-    area = sessions["area"].astype("string").fillna(NOT_RECORDED)
-    pid = sessions["patient_id"].astype("string")
+                        new_course_after_days: int = 120, as_of: pd.Timestamp | None = None,
+                        keep_order: bool = False
+                        ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """assign_courses(sessions.iloc[rows]) (all rows when None) and where each course is.
+
+    Returns (frame, starts, order): in course order, course k is frame rows
+    order[starts[k]:starts[k + 1]]. By default the frame is sorted into course order (as
+    assign_courses gives it) and order is None. With keep_order the frame keeps the rows'
+    own order and `order` lists them in course order: no copy of every column, which
+    is most of the time on a big export (the audit needs no particular order).
+    """
+    if keep_order:
+        sessions = (sessions if rows is None else sessions.iloc[rows]).reset_index(drop=True)
+        rows = None
+    view = sessions if rows is None else _Rows(sessions, rows)
+    ind = view["indication"].astype("string").fillna(NOT_RECORDED)
+    area = view["area"].astype("string").fillna(NOT_RECORDED)
+    pid = view["patient_id"].astype("string")
     # sort on integer codes in the order of the sorted values (what categoricals give)
     p_codes, p_vals = sorted_codes(pid)
     i_codes, i_vals = sorted_codes(ind)
     a_codes, a_vals = sorted_codes(area)
-    order = _sort_order(p_codes, i_codes, a_codes, sessions["session_date"].to_numpy())
-    df = _take_rows(sessions.frame if rows is not None else sessions,  # type: ignore[attr-defined]
-                    order if rows is None else rows[order])
+    order = _sort_order(p_codes, i_codes, a_codes, view["session_date"].to_numpy())
+    if keep_order:
+        df = sessions.copy(deep=False)
+        dates = df["session_date"].to_numpy(dtype="datetime64[D]")[order]
+    else:
+        df = _take_rows(sessions, order if rows is None else rows[order])
+        dates = df["session_date"].to_numpy(dtype="datetime64[D]")
     p_codes, i_codes, a_codes = p_codes[order], i_codes[order], a_codes[order]
     same = ((p_codes[1:] == p_codes[:-1]) & (i_codes[1:] == i_codes[:-1])
             & (a_codes[1:] == a_codes[:-1]))
-    dates = df["session_date"].to_numpy(dtype="datetime64[D]")
     gap = (dates[1:] - dates[:-1]).astype("int64")
     starts = np.ones(len(df), dtype=bool)
     starts[1:] = ~same | (gap > new_course_after_days)
@@ -67,10 +79,6 @@ def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
     pos = np.arange(len(df)) - first_idx[course_no - 1]
     days = np.full(len(df), np.nan)
     days[1:] = np.where(starts[1:], np.nan, gap)
-    df["course_id"] = _course_ids(p_vals, i_vals, a_vals, p_codes, i_codes, a_codes,
-                                  k_in_group, first_idx, course_no)
-    df["session_number"] = pd.array(pos + 1, dtype="Int64")
-    df["days_since_previous"] = pd.array(days, dtype="Float64")
     # a course's latest date (dates run upwards within it, NaT, the smallest int64, last)
     last_date = (np.maximum.reduceat(dates.view(np.int64), first_idx)[course_no - 1]
                  .view("datetime64[D]") if len(df) else dates)
@@ -78,9 +86,18 @@ def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
     end = np.datetime64(pd.Timestamp(as_of) if as_of is not None else
                         pd.Timestamp(known.max()) if len(known) else pd.Timestamp(0), "D")
     days_after = (end - last_date) // np.timedelta64(1, "D")
+    if keep_order:  # each row's values from its place in course order
+        where = np.empty(len(df), dtype=np.intp)
+        where[order] = np.arange(len(df))
+        course_no, pos, days, days_after = (x[where] for x in (course_no, pos, days,
+                                                                days_after))
+    df["course_id"] = _course_ids(p_vals, i_vals, a_vals, p_codes, i_codes, a_codes,
+                                  k_in_group, first_idx, course_no)
+    df["session_number"] = pd.array(pos + 1, dtype="Int64")
+    df["days_since_previous"] = pd.array(days, dtype="Float64")
     df["days_observed_after"] = pd.array(days_after, dtype="Int64")
     df["course_completed"] = pd.array(days_after >= new_course_after_days, dtype="boolean")
-    return df, first_idx
+    return df, first_idx, order if keep_order else None
 
 
 class _Rows:
@@ -151,11 +168,14 @@ def course_table(sessions_with_courses: pd.DataFrame) -> pd.DataFrame:
                            course_starts(sessions_with_courses["course_id"]))
 
 
-def course_table_of(s: pd.DataFrame, starts: np.ndarray | None) -> pd.DataFrame:
+def course_table_of(s: pd.DataFrame, starts: np.ndarray | None,
+                    order: np.ndarray | None = None) -> pd.DataFrame:
     """course_table, by positions when `starts` gives the first row of each course (every
-    course one run of rows), else by a groupby."""
+    course one run of the rows `order` lists, all rows in turn when None), else by a
+    groupby."""
     runs = starts is not None and len(s) > 0 and s["session_date"].dtype.kind == "M"
-    out = _course_table_runs(s, starts) if runs else _course_table_grouped(s)  # type: ignore[arg-type]
+    out = (_course_table_runs(s, starts, order) if runs  # type: ignore[arg-type]
+           else _course_table_grouped(s if order is None else _take_rows(s, order)))
     out["duration_days"] = (out["last_date"] - out["first_date"]).dt.days
     return out
 
@@ -192,42 +212,54 @@ def course_starts(course_id: pd.Series) -> np.ndarray | None:
     return starts
 
 
-def _course_table_runs(s: pd.DataFrame, starts: np.ndarray) -> pd.DataFrame:
-    """course_table for sessions holding each course as one run of rows: positions
-    instead of a groupby on a million course ids. Dates are each run's earliest and
-    latest (any row order; missing dates ignored, as min() and max() do)."""
+def _course_table_runs(s: pd.DataFrame, starts: np.ndarray,
+                       order: np.ndarray | None = None) -> pd.DataFrame:
+    """course_table for sessions holding each course as one run of rows (of the rows
+    `order` lists, when given): positions instead of a groupby on a million course ids.
+    Dates are each run's earliest and latest (any row order; missing dates ignored, as
+    min() and max() do)."""
     n = len(s)
     ends = np.r_[starts[1:], n]  # one past each course's last row
     idx = np.arange(n)
 
+    def pick(col: pd.Series, at: np.ndarray) -> pd.Series:  # at: places in course order
+        return _pick(col, at if order is None else np.where(at >= 0, order[at], -1))
+
+    def recorded(col: pd.Series) -> np.ndarray:
+        known = col.notna().to_numpy()
+        return known if order is None else known[order]
+
     def first(name: str) -> pd.Series:
         col = s[name]
-        recorded = col.notna().to_numpy()
-        if recorded.all():
-            return _pick(col, starts)
-        pos = np.where(recorded, idx, n)
+        known = recorded(col)
+        if known.all():
+            return pick(col, starts)
+        pos = np.where(known, idx, n)
         nxt = np.minimum.accumulate(pos[::-1])[::-1]  # next recorded row from here on
         at = nxt[starts]
-        return _pick(col, np.where(at < ends, at, -1))
+        return pick(col, np.where(at < ends, at, -1))
 
     def last(name: str) -> pd.Series:
         col = s[name]
-        recorded = col.notna().to_numpy()
-        if recorded.all():
-            return _pick(col, ends - 1)
-        pos = np.where(recorded, idx, -1)
+        known = recorded(col)
+        if known.all():
+            return pick(col, ends - 1)
+        pos = np.where(known, idx, -1)
         at = np.maximum.accumulate(pos)[ends - 1]  # last recorded row up to the course end
-        return _pick(col, np.where(at >= starts, at, -1))
+        return pick(col, np.where(at >= starts, at, -1))
 
+    dates = s["session_date"]
+    if order is not None:
+        dates = pd.Series(dates.to_numpy()[order], dtype=dates.dtype)
     return pd.DataFrame({
-        "course_id": _pick(s["course_id"], starts),
+        "course_id": pick(s["course_id"], starts),
         "patient_id": first("patient_id"),
         "indication": first("indication"),
         "area": first("area"),
         "clinic": last("clinic"),
         "operator": last("operator"),
-        "operators": _distinct_per_run(s["operator"], starts),
-        **_date_span(s["session_date"], starts),
+        "operators": _distinct_per_run(s["operator"], starts, order),
+        **_date_span(dates, starts),
         "sessions": (ends - starts).astype(np.int64),
         "completed": first("course_completed"),
         "days_observed_after": first("days_observed_after"),
@@ -258,9 +290,13 @@ def _pick(col: pd.Series, rows: np.ndarray) -> pd.Series:
     return _take(col, rows, allow_fill=True)
 
 
-def _distinct_per_run(col: pd.Series, starts: np.ndarray) -> np.ndarray:
-    """Number of distinct recorded values in each run of rows (groupby nunique)."""
+def _distinct_per_run(col: pd.Series, starts: np.ndarray,
+                      order: np.ndarray | None = None) -> np.ndarray:
+    """Number of distinct recorded values in each run of rows (of the rows `order`
+    lists, when given): groupby nunique."""
     codes, distinct = pd.factorize(col)
+    if order is not None:
+        codes = codes[order]
     run = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(col)]))
     ok = codes >= 0
     width = max(len(distinct), 1)
