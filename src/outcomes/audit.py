@@ -459,8 +459,12 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
             return c, "course", evaluate_course_criterion(c, courses, outcomes)
         return c, "session", evaluate_session_criterion(c, s)
 
-    # criteria are independent and mostly numpy and arrow work, which frees the GIL
-    evaluations = map_threads(evaluate, protocol.criteria, big=len(s) >= 50_000)
+    # criteria are independent and mostly numpy and arrow work, which frees the GIL; the
+    # outcome search of assessment windows is the longest job, so it starts first
+    crit = protocol.criteria
+    longest_first = sorted(range(len(crit)), key=lambda i: crit[i].rule != "assessment_window")
+    done = map_threads(evaluate, [crit[i] for i in longest_first], big=len(s) >= 50_000)
+    evaluations = [done[longest_first.index(i)] for i in range(len(crit))]
     v = _verdict_table(protocol, evaluations, {"session": (s, s["session_date"]),
                                                "course": (courses, courses["last_date"])})
     info = {"sessions_audited": len(s), "sessions_excluded": len(excluded),
