@@ -45,7 +45,8 @@ def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
     is most of the time on a big export (the audit needs no particular order).
     """
     if keep_order:
-        sessions = (sessions if rows is None else sessions.iloc[rows]).reset_index(drop=True)
+        sessions = (sessions.reset_index(drop=True) if rows is None
+                    else _take_rows(sessions, rows))
         rows = None
     view = sessions if rows is None else _Rows(sessions, rows)
     ind = view["indication"].astype("string").fillna(NOT_RECORDED)
