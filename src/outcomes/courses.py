@@ -7,6 +7,7 @@ least that many days past its last session. Vectorised: one sort, one diff, one 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,21 +45,28 @@ def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
     own order and `order` lists them in course order: no copy of every column, which
     is most of the time on a big export (the audit needs no particular order).
     """
+    key = {name: sessions[name].astype("string") for name in ("patient_id", "indication",
+                                                               "area")}
+    for name in ("indication", "area"):
+        key[name] = key[name].fillna(NOT_RECORDED)
+    # the key columns are hashed while the kept rows are gathered (kernels that free the
+    # GIL); codes sort as the values do (what categoricals give)
+    names = list(sessions.columns)
+    gather = (keep_order and rows is not None and len(sessions) >= 10_000
+              and len(set(names)) == len(names))
+    jobs = [partial(sorted_codes, col) for col in key.values()]
+    jobs += [partial(_take, sessions[name], rows) for name in names] if gather else []
+    done = map_threads(lambda job: job(), jobs, big=len(sessions) >= 10_000)
+    (p_codes, p_vals), (i_codes, i_vals), (a_codes, a_vals) = done[:3]
+    session_dates = sessions["session_date"].to_numpy()
+    if rows is not None:
+        p_codes, i_codes, a_codes = p_codes[rows], i_codes[rows], a_codes[rows]
+        session_dates = session_dates[rows]
+    order = _sort_order(p_codes, i_codes, a_codes, session_dates)
     if keep_order:
-        sessions = (sessions.reset_index(drop=True) if rows is None
-                    else _take_rows(sessions, rows))
-        rows = None
-    view = sessions if rows is None else _Rows(sessions, rows)
-    ind = view["indication"].astype("string").fillna(NOT_RECORDED)
-    area = view["area"].astype("string").fillna(NOT_RECORDED)
-    pid = view["patient_id"].astype("string")
-    # sort on integer codes in the order of the sorted values (what categoricals give)
-    p_codes, p_vals = sorted_codes(pid)
-    i_codes, i_vals = sorted_codes(ind)
-    a_codes, a_vals = sorted_codes(area)
-    order = _sort_order(p_codes, i_codes, a_codes, view["session_date"].to_numpy())
-    if keep_order:
-        df = sessions.copy(deep=False)
+        df = (pd.DataFrame(dict(zip(names, done[3:], strict=True)), copy=False) if gather
+              else sessions.reset_index(drop=True) if rows is None
+              else _take_rows(sessions, rows))
         dates = df["session_date"].to_numpy(dtype="datetime64[D]")[order]
     else:
         df = _take_rows(sessions, order if rows is None else rows[order])
@@ -80,18 +88,16 @@ def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
     pos = np.arange(len(df)) - first_idx[course_no - 1]
     days = np.full(len(df), np.nan)
     days[1:] = np.where(starts[1:], np.nan, gap)
-    # a course's latest date (dates run upwards within it, NaT, the smallest int64, last)
-    last_date = (np.maximum.reduceat(dates.view(np.int64), first_idx)[course_no - 1]
-                 .view("datetime64[D]") if len(df) else dates)
+    # each course's latest date (dates run upwards within it, NaT, the smallest int64, last)
+    last_date = (np.maximum.reduceat(dates.view(np.int64), first_idx).view("datetime64[D]")
+                 if len(df) else dates)
     known = dates[~np.isnat(dates)]  # the data run to their latest recorded date
     end = np.datetime64(pd.Timestamp(as_of) if as_of is not None else
                         pd.Timestamp(known.max()) if len(known) else pd.Timestamp(0), "D")
-    days_after = (end - last_date) // np.timedelta64(1, "D")
+    course_days_after = (end - last_date) // np.timedelta64(1, "D")
     if keep_order:  # each row's values from its place in course order
-        where = np.empty(len(df), dtype=np.intp)
-        where[order] = np.arange(len(df))
-        course_no, pos, days, days_after = (x[where] for x in (course_no, pos, days,
-                                                                days_after))
+        course_no, pos, days = (_scatter(x, order) for x in (course_no, pos, days))
+    days_after = course_days_after[course_no - 1]
     df["course_id"] = _course_ids(p_vals, i_vals, a_vals, p_codes, i_codes, a_codes,
                                   k_in_group, first_idx, course_no)
     df["session_number"] = pd.array(pos + 1, dtype="Int64")
@@ -99,19 +105,6 @@ def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
     df["days_observed_after"] = pd.array(days_after, dtype="Int64")
     df["course_completed"] = pd.array(days_after >= new_course_after_days, dtype="boolean")
     return df, first_idx, order if keep_order else None
-
-
-class _Rows:
-    """Some rows of a frame, read column by column (a column is gathered when asked)."""
-
-    def __init__(self, frame: pd.DataFrame, rows: np.ndarray) -> None:
-        self.frame, self.rows = frame, rows
-
-    def __getitem__(self, name: str) -> pd.Series:
-        return _take(self.frame[name], self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
 
 def _sort_order(p: np.ndarray, i: np.ndarray, a: np.ndarray, dates: np.ndarray) -> np.ndarray:
@@ -129,6 +122,13 @@ def _sort_order(p: np.ndarray, i: np.ndarray, a: np.ndarray, dates: np.ndarray) 
             key = ((p * widths[0] + i) * widths[1] + a) * widths[2] + d
             return np.argsort(key, kind="stable")
     return np.lexsort((dates, a, i, p))
+
+
+def _scatter(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Values listed in `order` put back in their rows' places."""
+    out = np.empty_like(values)
+    out[order] = values
+    return out
 
 
 def _take_rows(df: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
