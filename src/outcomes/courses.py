@@ -252,18 +252,29 @@ def _course_table_runs(s: pd.DataFrame, starts: np.ndarray,
     dates = s["session_date"]
     if order is not None:
         dates = pd.Series(dates.to_numpy()[order], dtype=dates.dtype)
+    # one column per job on the threads: arrow gathers and numpy scans free the GIL
+    jobs: dict[str, Any] = {
+        "course_id": lambda: pick(s["course_id"], starts),
+        "patient_id": lambda: first("patient_id"),
+        "indication": lambda: first("indication"),
+        "area": lambda: first("area"),
+        "clinic": lambda: last("clinic"),
+        "operator": lambda: last("operator"),
+        "operators": lambda: _distinct_per_run(s["operator"], starts, order),
+        "dates": lambda: _date_span(dates, starts),
+        "completed": lambda: first("course_completed"),
+        "days_observed_after": lambda: first("days_observed_after"),
+    }
+    got = dict(zip(jobs, map_threads(lambda job: job(), jobs.values(), big=n >= 50_000),
+                   strict=True))
+    span = got.pop("dates")
     return pd.DataFrame({
-        "course_id": pick(s["course_id"], starts),
-        "patient_id": first("patient_id"),
-        "indication": first("indication"),
-        "area": first("area"),
-        "clinic": last("clinic"),
-        "operator": last("operator"),
-        "operators": _distinct_per_run(s["operator"], starts, order),
-        **_date_span(dates, starts),
+        **{k: got[k] for k in ("course_id", "patient_id", "indication", "area", "clinic",
+                               "operator", "operators")},
+        **span,
         "sessions": (ends - starts).astype(np.int64),
-        "completed": first("course_completed"),
-        "days_observed_after": first("days_observed_after"),
+        "completed": got["completed"],
+        "days_observed_after": got["days_observed_after"],
     }, copy=False)
 
 
