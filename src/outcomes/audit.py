@@ -11,6 +11,7 @@ Everything is vectorised over sessions: a criterion is evaluated on whole column
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -495,67 +496,82 @@ def _verdict_table(protocol: Protocol, evaluations: list[tuple[Criterion, str, E
     """
     kinds = sorted({kind for _, kind, _ in evaluations})
     sizes = [len(ev.code) for _, _, ev in evaluations]
-    labels = {col: _labels([units[k][0][col] for k in kinds]) for col in ("operator", "clinic")}
-    months = {k: units[k][1].dt.to_period("M").array.asi8 for k in kinds}
+    at = np.r_[0, np.cumsum(sizes, dtype=np.int64)]  # each evaluation's first row
+    # the labels of clinicians and clinics, the months and the reasons each evaluation
+    # gives are independent: worked out on the threads
+    jobs: dict[str, Any] = {
+        **{col: partial(_labels, [units[k][0][col] for k in kinds])
+           for col in ("operator", "clinic")},
+        **{f"month:{k}": partial(lambda d: d.dt.to_period("M").array.asi8, units[k][1])
+           for k in kinds},
+        **{f"seen:{i}": partial(lambda ev: np.bincount(ev.why, minlength=len(ev.texts)) > 0,
+                                ev) for i, (_, _, ev) in enumerate(evaluations)},
+    }
+    got = dict(zip(jobs, map_threads(lambda job: job(), jobs.values(),
+                                     big=int(at[-1]) >= 1_000_000), strict=True))
+    labels = {col: got[col] for col in ("operator", "clinic")}
+    months = {k: got[f"month:{k}"] for k in kinds}
     dates = {k: units[k][1].to_numpy() for k in kinds}
     # reasons: every evaluation's texts, then the categories pandas would infer from them
     seen_texts: set[str] = set()
-    for _, _, ev in evaluations:
-        seen = np.bincount(ev.why, minlength=len(ev.texts)) > 0
-        seen_texts.update(t for t, hit in zip(ev.texts, seen, strict=True) if hit)
+    for i, (_, _, ev) in enumerate(evaluations):
+        seen_texts.update(t for t, hit in zip(ev.texts, got[f"seen:{i}"], strict=True) if hit)
     reasons = pd.Categorical(pd.array(sorted(seen_texts), dtype="str") if seen_texts
                              else np.zeros(0, dtype=object))  # (an empty table: object)
     ids = [c.id for c in protocol.criteria]
     levels = ["session", "first_session", "course"]
-
-    def small(values: list[int]) -> np.ndarray:
-        return np.repeat(np.asarray(values, dtype=_code_type(len(ids))), sizes)
-
     # labels as the smallest codes that hold them: fewer bytes to write 13 times over
     label_codes = {col: [c.astype(_code_type(len(labels[col][0]))) for c in labels[col][1]]
                    for col in labels}
     reason_type = _code_type(len(reasons.categories))
-    unit_type = np.int32 if max(sizes, default=0) < 2**31 else np.int64
+    reason_codes = [reasons.categories.get_indexer(pd.array(ev.texts, dtype="str"))
+                    .astype(reason_type) for _, _, ev in evaluations]
+    # verdict codes NA, OK, DEV, MISS are VERDICTS[3], [0], [1], [2]
+    verdict_of = np.array([3, 0, 1, 2], dtype=np.int8)
 
-    parts: dict[str, list[np.ndarray]] = {
-        "unit": [np.arange(n, dtype=unit_type) for n in sizes],
-        "observed": [np.asarray(ev.observed, dtype="float64") for _, _, ev in evaluations],
-        "date": [dates[kind] for _, kind, _ in evaluations],
-        "month": [months[kind] for _, kind, _ in evaluations],
-        "reason": [reasons.categories.get_indexer(pd.array(ev.texts, dtype="str"))
-                   .astype(reason_type)[ev.why] for _, _, ev in evaluations],
-        "code": [ev.code for _, _, ev in evaluations],
-        **{col: [label_codes[col][kinds.index(kind)] for _, kind, _ in evaluations]
+    # each column is written once, evaluation by evaluation, into its place: no
+    # per-evaluation copies to concatenate (fresh memory is slow to touch)
+    pieces: dict[str, tuple[Any, Any]] = {
+        "criterion": (_code_type(len(ids)), lambda i, c, kind, ev: ids.index(c.id)),
+        "level": (np.int8, lambda i, c, kind, ev: levels.index(c.level)),
+        "unit": (np.int32 if max(sizes, default=0) < 2**31 else np.int64,
+                 lambda i, c, kind, ev: np.arange(sizes[i])),
+        "reason": (reason_type, lambda i, c, kind, ev: reason_codes[i][ev.why]),
+        "observed": (np.float64, lambda i, c, kind, ev: ev.observed),
+        **{col: (_code_type(len(labels[col][0])),
+                 lambda i, c, kind, ev, col=col: label_codes[col][kinds.index(kind)])
            for col in ("operator", "clinic")},
+        "date": (np.result_type(*dates.values()) if dates else np.dtype("datetime64[s]"),
+                 lambda i, c, kind, ev: dates[kind]),
+        "month": (np.int64, lambda i, c, kind, ev: months[kind]),
+        "verdict": (np.int8, lambda i, c, kind, ev: verdict_of[ev.code]),
     }
-    empty = {"unit": unit_type, "observed": np.float64, "date": "datetime64[s]",
-             "month": np.int64, "reason": reason_type, "code": np.int8,
-             "operator": _code_type(len(labels["operator"][0])),
-             "clinic": _code_type(len(labels["clinic"][0]))}
-    joined = dict(zip(parts, map_threads(
-        lambda k: np.concatenate(parts[k]) if parts[k] else np.zeros(0, empty[k]),
-        parts), strict=True))
+
+    def write(name: str) -> np.ndarray:
+        dtype, piece = pieces[name]
+        out = np.empty(int(at[-1]), dtype=dtype)
+        for i, (c, kind, ev) in enumerate(evaluations):
+            out[at[i]:at[i + 1]] = piece(i, c, kind, ev)
+        return out
+
+    col = dict(zip(pieces, map_threads(write, pieces, big=int(at[-1]) >= 1_000_000),
+                   strict=True))
 
     def cat(codes: np.ndarray, dtype: Any) -> pd.Categorical:
         return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
     return pd.DataFrame({
-        "criterion": cat(small([ids.index(c.id) for c, _, _ in evaluations]),
-                         pd.CategoricalDtype(ids)),
-        "level": cat(small([levels.index(c.level) for c, _, _ in evaluations]),
-                     pd.CategoricalDtype(levels)),
-        "unit": joined["unit"],
-        "reason": cat(joined["reason"], reasons.dtype),
-        "observed": joined["observed"],
-        **{col: cat(joined[col], pd.CategoricalDtype(labels[col][0]))
-           for col in ("operator", "clinic")},
-        "date": joined["date"],
+        "criterion": cat(col["criterion"], pd.CategoricalDtype(ids)),
+        "level": cat(col["level"], pd.CategoricalDtype(levels)),
+        "unit": col["unit"],
+        "reason": cat(col["reason"], reasons.dtype),
+        "observed": col["observed"],
+        **{k: cat(col[k], pd.CategoricalDtype(labels[k][0])) for k in ("operator", "clinic")},
+        "date": col["date"],
         # (an empty table has object months, as concatenated Period objects would)
-        "month": pd.arrays.PeriodArray(joined["month"], dtype=pd.PeriodDtype("M"))
-        if len(joined["month"]) else np.zeros(0, dtype=object),
-        # verdict codes NA, OK, DEV, MISS are VERDICTS[3], [0], [1], [2]
-        "verdict": cat(np.array([3, 0, 1, 2], dtype=np.int8)[joined["code"]],
-                       pd.CategoricalDtype(VERDICTS)),
+        "month": pd.arrays.PeriodArray(col["month"], dtype=pd.PeriodDtype("M"))
+        if len(col["month"]) else np.zeros(0, dtype=object),
+        "verdict": cat(col["verdict"], pd.CategoricalDtype(VERDICTS)),
     }, copy=False)
 
 
