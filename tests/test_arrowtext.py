@@ -31,6 +31,16 @@ def test_appearance_codes_are_what_factorize_gives(values, split):
     assert appearance_codes(arr).tolist() == pd.factorize(s)[0].tolist()
 
 
+@given(st.lists(st.one_of(st.none(), st.text(max_size=3)), max_size=40))
+def test_sort_rank_of_arrow_text_is_the_rank_of_sorted_codes(values):
+    """Arrow's dense rank gives what sorted codes give: equal values one rank, missing
+    last, code points in order."""
+    s = pd.Series(values, dtype="string")
+    codes = pd.factorize(s, sort=True)[0]
+    codes[codes < 0] = codes.max(initial=-1) + 1
+    assert sort_rank(s).tolist() == codes.tolist()
+
+
 def test_sort_rank_puts_missing_last():
     s = pd.Series(["b", None, "a", "b"], dtype="string")
     assert sort_rank(s).tolist() == [1, 2, 0, 1]

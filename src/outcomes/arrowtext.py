@@ -57,6 +57,10 @@ def appearance_codes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def sort_rank(values: pd.Series) -> np.ndarray:
     """Rank of each value in sorted order (equal values equal rank, missing last)."""
+    arr = arrow_strings(values)
+    if arr is not None and len(arr):  # one sort, no hashing (ids are mostly distinct)
+        rank = pc.rank(arr.combine_chunks(), sort_keys="ascending", tiebreaker="dense")
+        return rank.to_numpy().astype(np.int64) - 1
     codes = sorted_codes(values)[0].astype(np.int64)
     codes[codes < 0] = codes.max(initial=-1) + 1
     return codes
