@@ -16,6 +16,27 @@ def sessions(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
     return df
 
 
+def messy_sessions(seed: int, n: int, patients: int) -> pd.DataFrame:
+    """Random sessions with gaps in the record: missing indication, area, clinician and
+    clinic in places, dates in any order."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "patient_id": pd.array(rng.choice([f"P{i}" for i in range(patients)], n),
+                               dtype="string"),
+        "indication": pd.array(rng.choice(["hair", "acne", None], n, p=[.8, .15, .05]),
+                               dtype="string"),
+        "area": pd.array(rng.choice(["vertex", "frontal", None], n, p=[.6, .3, .1]),
+                         dtype="string"),
+        "session_date": (pd.Timestamp("2024-01-01")
+                         + pd.to_timedelta(rng.integers(0, 700, n), unit="D"))
+        .astype("datetime64[s]"),
+        "operator": pd.array(rng.choice(["Dr. A", "Dr. B", None], n, p=[.5, .3, .2]),
+                             dtype="string"),
+        "clinic": pd.array(rng.choice(["North", None], n, p=[.7, .3]), dtype="string"),
+        "row": np.arange(n),
+    })
+
+
 def test_gap_over_120_days_starts_a_new_course():
     s = sessions([("A", "hair", "vertex", d) for d in
                   ("2025-01-01", "2025-02-05", "2025-03-12", "2025-07-10", "2025-11-08")])
@@ -66,21 +87,7 @@ def test_course_table_by_positions_equals_groupby_with_gaps_in_the_record():
     and a shuffled frame (courses not runs) falls back to the groupby."""
     from outcomes.courses import _course_table_grouped
 
-    rng = np.random.default_rng(7)
-    n = 3000
-    s = pd.DataFrame({
-        "patient_id": pd.array(rng.choice([f"P{i}" for i in range(300)], n), dtype="string"),
-        "indication": pd.array(rng.choice(["hair", "acne", None], n, p=[.8, .15, .05]),
-                               dtype="string"),
-        "area": pd.array(rng.choice(["vertex", "frontal", None], n, p=[.6, .3, .1]),
-                         dtype="string"),
-        "session_date": (pd.Timestamp("2024-01-01")
-                         + pd.to_timedelta(rng.integers(0, 700, n), unit="D"))
-        .astype("datetime64[s]"),
-        "operator": pd.array(rng.choice(["Dr. A", "Dr. B", None], n, p=[.5, .3, .2]),
-                             dtype="string"),
-        "clinic": pd.array(rng.choice(["North", None], n, p=[.7, .3]), dtype="string"),
-    })
+    s = messy_sessions(7, 3000, 300).drop(columns="row")
     with_courses = assign_courses(s, 120)
     expected = _course_table_grouped(with_courses)
     expected["duration_days"] = (expected["last_date"] - expected["first_date"]).dt.days
@@ -110,22 +117,9 @@ def test_keeping_the_export_order_gives_the_same_sessions_and_courses():
     for a subset of rows and with gaps in the record."""
     from outcomes.courses import course_table_of, courses_with_starts
 
+    s = messy_sessions(11, 2000, 150)
     rng = np.random.default_rng(11)
-    n = 2000
-    s = pd.DataFrame({
-        "patient_id": pd.array(rng.choice([f"P{i}" for i in range(150)], n), dtype="string"),
-        "indication": pd.array(rng.choice(["hair", None], n, p=[.9, .1]), dtype="string"),
-        "area": pd.array(rng.choice(["vertex", "frontal", None], n, p=[.6, .3, .1]),
-                         dtype="string"),
-        "session_date": (pd.Timestamp("2024-01-01")
-                         + pd.to_timedelta(rng.integers(0, 700, n), unit="D"))
-        .astype("datetime64[s]"),
-        "operator": pd.array(rng.choice(["Dr. A", "Dr. B", None], n, p=[.5, .3, .2]),
-                             dtype="string"),
-        "clinic": pd.array(rng.choice(["North", None], n, p=[.7, .3]), dtype="string"),
-        "row": np.arange(n),
-    })
-    for rows in (None, np.flatnonzero(rng.random(n) < 0.6)):
+    for rows in (None, np.flatnonzero(rng.random(len(s)) < 0.6)):
         picked = s if rows is None else s.iloc[rows].reset_index(drop=True)
         sorted_rows = assign_courses(picked, 120)
         kept, starts, order = courses_with_starts(s, rows, 120, keep_order=True)
