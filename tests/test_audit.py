@@ -274,3 +274,27 @@ def test_audit_says_what_was_rejected_and_writes_the_log(tmp_path):
     log = pd.read_csv(out / "rejected_rows.csv")
     assert log[["row", "reason"]].values.tolist() == [[3, "impossible date"]]
     assert "Rejected rows" in openpyxl.load_workbook(out / "audit.xlsx").sheetnames
+
+
+def test_course_records_name_the_latest_session_in_any_row_order():
+    """The audit keeps the export's row order; a course's record (course_length, final
+    assessment) still names its latest session, also for an Audit copied by hand, whose
+    remembered rows are not trusted, and when the export lists sessions newest first."""
+    import dataclasses
+
+    from outcomes.audit import verdict_records
+
+    s = load(SAMPLE / "sessions.csv", progress=False).data
+    o = load(SAMPLE / "outcomes.csv", progress=False).data
+    shuffled = s.sample(frac=1, random_state=1).reset_index(drop=True)
+    audit = run_audit(shuffled, PROTOCOL, o)
+    assert audit.sessions["source_row"].tolist() == \
+        shuffled.loc[shuffled["indication"] == "hair_regrowth", "source_row"].tolist()
+    records = verdict_records(audit)
+    course = records[records["criterion"] == "course_length"]
+    latest = audit.sessions.groupby("course_id")["session_date"].max()
+    assert (course["date"].to_numpy() == latest.loc[course["course_id"]].to_numpy()).all()
+    rows = audit.sessions.set_index("session_id")["course_id"]
+    assert (rows.loc[course["session_id"]].to_numpy() == course["course_id"].to_numpy()).all()
+    copied = dataclasses.replace(audit)
+    pd.testing.assert_frame_equal(verdict_records(copied), records)

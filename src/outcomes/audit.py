@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from outcomes import schema
 from outcomes.arrowtext import appearance_codes, arrow_strings, sort_rank
-from outcomes.courses import NOT_RECORDED, course_starts, course_table_of, courses_with_starts
+from outcomes.courses import NOT_RECORDED, course_table_of, courses_with_starts
 from outcomes.parallel import map_threads
 from outcomes.protocol import Criterion, Protocol, describe
 from outcomes.stats import newcombe_diff_ci, wilson_ci
@@ -388,9 +388,10 @@ class Audit:
     info: dict[str, Any] = field(default_factory=dict)
     _cube: tuple[tuple[int, ...], VerdictCube] | None = field(default=None, init=False,
                                                                repr=False, compare=False)
-    # each course's last session (the row a reviewer opens), as run_audit found it
-    _last_rows: np.ndarray | None = field(default=None, init=False, repr=False,
-                                          compare=False)
+    # each course's last session (the row a reviewer opens) as run_audit found it, with
+    # what it was found for (_course_keys): a replaced table makes it stale
+    _last_rows: tuple[tuple[int, ...], np.ndarray] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def summary(self, by: str | list[str] | None = None) -> pd.DataFrame:
         """Compliance per criterion (and per group): counts, percent, Wilson 95 % CI, status."""
@@ -435,7 +436,12 @@ class Audit:
 
 
 def _buffer(col: pd.Series) -> int:
-    """Address of a column's data (codes for a categorical), to notice a replaced column."""
+    """Address of a column's data (codes for a categorical, arrow buffers for text), to
+    notice a replaced column."""
+    strings = arrow_strings(col)
+    if strings is not None:
+        return hash(tuple(b.address for chunk in strings.chunks for b in chunk.buffers()
+                          if b is not None))
     values = col.cat.codes.to_numpy() if isinstance(col.dtype, pd.CategoricalDtype) else \
         col.array.asi8 if isinstance(col.dtype, pd.PeriodDtype) else col.to_numpy()
     return int(values.__array_interface__["data"][0])
@@ -473,7 +479,8 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
             "as_of": None if as_of is None else pd.Timestamp(as_of).date().isoformat()}
     audit = Audit(protocol, s, courses, v, excluded, has_outcomes=outcomes is not None,
                   info=info)
-    audit._last_rows = order[np.r_[starts[1:], len(s)] - 1] if len(s) else order
+    audit._last_rows = (_course_keys(audit),
+                        order[np.r_[starts[1:], len(s)] - 1] if len(s) else order)
     return audit
 
 
@@ -815,18 +822,13 @@ def _records(audit: Audit, v: pd.DataFrame, pick: np.ndarray | None) -> pd.DataF
                     level.cat.categories else (level == "course").to_numpy())
     u = sel(v["unit"].to_numpy())
     row = u.copy()
-    runs = audit._last_rows if audit._last_rows is not None and \
-        len(audit._last_rows) == len(c) else \
-        _course_runs(s["course_id"], c["course_id"]) if is_course.any() else None
-    if runs is not None:  # each course's last row, in the course table's order
-        row[is_course] = runs[u[is_course]]
-    elif is_course.any():
-        # a course's record is its last session: the row a reviewer opens
+    # a course's record is its last session: the row a reviewer opens
+    kept = audit._last_rows
+    if is_course.any() and kept is not None and kept[0] == _course_keys(audit):
+        row[is_course] = kept[1][u[is_course]]  # in the course table's order
+    elif is_course.any():  # (an Audit not made by run_audit, or with a table replaced)
         codes, course_ids = pd.factorize(s["course_id"])
-        last = np.flatnonzero(~pd.Series(codes).duplicated(keep="last").to_numpy()
-                              & (codes >= 0))
-        last_of = np.full(len(course_ids), -1, dtype=np.int64)
-        last_of[codes[last]] = last
+        last_of = _latest_rows(codes, s["session_date"].to_numpy(), len(course_ids))
         listed = pd.Series(course_ids, dtype=c["course_id"].dtype)
         if len(listed) == len(c) and listed.equals(c["course_id"].reset_index(drop=True)):
             where = u[is_course]  # courses listed in order of first appearance (course_table)
@@ -862,17 +864,25 @@ def _date_then_rank(date: np.ndarray, rank: np.ndarray) -> np.ndarray:
     return np.lexsort((rank, date))
 
 
-def _course_runs(session_course: pd.Series, course_ids: pd.Series) -> np.ndarray | None:
-    """Last row of each course when sessions hold each course as one run of rows, in the
-    order the course table lists them (as assign_courses and course_table make them);
-    None otherwise."""
-    starts = course_starts(session_course)
-    if starts is None or len(starts) != len(course_ids):
-        return None
-    listed = session_course.iloc[starts].reset_index(drop=True)
-    if not listed.equals(course_ids.reset_index(drop=True).astype(session_course.dtype)):
-        return None
-    return np.r_[starts[1:], len(session_course)] - 1
+def _course_keys(audit: Audit) -> tuple[int, ...]:
+    """What identifies the sessions and courses an Audit holds (sizes and the data of
+    their course ids): another table or column gives other keys."""
+    s, c = audit.sessions, audit.courses
+    return (id(s), len(s), _buffer(s["course_id"]), id(c), len(c), _buffer(c["course_id"]))
+
+
+def _latest_rows(codes: np.ndarray, dates: np.ndarray, groups: int) -> np.ndarray:
+    """Row of each group's latest date (-1 for none): the last of its rows sorted by date,
+    missing dates last, then by row, as a course's rows run in course order."""
+    key = np.zeros(len(codes), dtype=np.int64)
+    if dates.dtype.kind == "M":
+        key = np.where(np.isnat(dates), np.iinfo(np.int64).max, dates.view(np.int64))
+    by = np.lexsort((np.arange(len(codes)), key, codes))
+    ends = by[np.r_[codes[by][1:] != codes[by][:-1], True]] if len(by) else by
+    ends = ends[codes[ends] >= 0]
+    last_of = np.full(groups, -1, dtype=np.int64)
+    last_of[codes[ends]] = ends
+    return last_of
 
 
 def _gather(col: pd.Series, at: np.ndarray, rename: dict[str, str] | None = None) -> Any:
