@@ -22,7 +22,7 @@ import pyarrow as pa
 from outcomes import schema
 from outcomes.arrowtext import appearance_codes, arrow_strings, sort_rank
 from outcomes.courses import NOT_RECORDED, course_table_of, courses_with_starts
-from outcomes.parallel import map_threads
+from outcomes.parallel import call_threads, map_threads
 from outcomes.protocol import Criterion, Protocol, describe
 from outcomes.stats import newcombe_diff_ci, wilson_ci
 
@@ -514,8 +514,8 @@ def _verdict_table(protocol: Protocol, evaluations: list[tuple[Criterion, str, E
         **{f"seen:{i}": partial(lambda ev: np.bincount(ev.why, minlength=len(ev.texts)) > 0,
                                 ev) for i, (_, _, ev) in enumerate(evaluations)},
     }
-    got = dict(zip(jobs, map_threads(lambda job: job(), jobs.values(),
-                                     big=int(at[-1]) >= 1_000_000), strict=True))
+    got = dict(zip(jobs, call_threads(jobs.values(), big=int(at[-1]) >= 1_000_000),
+                   strict=True))
     labels = {col: got[col] for col in ("operator", "clinic")}
     months = {k: got[f"month:{k}"] for k in kinds}
     dates = {k: units[k][1].to_numpy() for k in kinds}

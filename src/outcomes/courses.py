@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from outcomes.arrowtext import arrow_strings, sorted_codes
-from outcomes.parallel import map_threads
+from outcomes.parallel import call_threads, map_threads
 
 NOT_RECORDED = "(not recorded)"
 
@@ -56,7 +56,7 @@ def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
               and len(set(names)) == len(names))
     jobs = [partial(sorted_codes, col) for col in key.values()]
     jobs += [partial(_take, sessions[name], rows) for name in names] if gather else []
-    done = map_threads(lambda job: job(), jobs, big=len(sessions) >= 10_000)
+    done = call_threads(jobs, big=len(sessions) >= 10_000)
     (p_codes, p_vals), (i_codes, i_vals), (a_codes, a_vals) = done[:3]
     session_dates = sessions["session_date"].to_numpy()
     if rows is not None:
@@ -265,8 +265,7 @@ def _course_table_runs(s: pd.DataFrame, starts: np.ndarray,
         "completed": lambda: first("course_completed"),
         "days_observed_after": lambda: first("days_observed_after"),
     }
-    got = dict(zip(jobs, map_threads(lambda job: job(), jobs.values(), big=n >= 50_000),
-                   strict=True))
+    got = dict(zip(jobs, call_threads(jobs.values(), big=n >= 50_000), strict=True))
     span = got.pop("dates")
     return pd.DataFrame({
         **{k: got[k] for k in ("course_id", "patient_id", "indication", "area", "clinic",

@@ -23,3 +23,9 @@ def map_threads(fn: Callable[[Any], Any], items: Iterable[Any], big: bool = True
         return [fn(x) for x in items]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(fn, items))
+
+
+def call_threads(jobs: Iterable[Callable[[], Any]], big: bool = True) -> list[Any]:
+    """[job() for job in jobs] in order, on the threads as map_threads runs them: for
+    jobs of different kinds (a hash here, a column gather there)."""
+    return map_threads(lambda job: job(), jobs, big=big)
