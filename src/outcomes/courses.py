@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from outcomes.arrowtext import arrow_strings, sorted_codes
-from outcomes.parallel import call_threads, map_threads
+from outcomes.parallel import call_threads
 
 NOT_RECORDED = "(not recorded)"
 
@@ -51,11 +51,8 @@ def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
         key[name] = key[name].fillna(NOT_RECORDED)
     # the key columns are hashed while the kept rows are gathered (kernels that free the
     # GIL); codes sort as the values do (what categoricals give)
-    names = list(sessions.columns)
-    gather = (keep_order and rows is not None and len(sessions) >= 10_000
-              and len(set(names)) == len(names))
-    jobs = [partial(sorted_codes, col) for col in key.values()]
-    jobs += [partial(_take, sessions[name], rows) for name in names] if gather else []
+    gather = _gather_jobs(sessions, rows) if keep_order and rows is not None else None
+    jobs = [partial(sorted_codes, col) for col in key.values()] + (gather or [])
     done = call_threads(jobs, big=len(sessions) >= 10_000)
     (p_codes, p_vals), (i_codes, i_vals), (a_codes, a_vals) = done[:3]
     session_dates = sessions["session_date"].to_numpy()
@@ -64,7 +61,7 @@ def courses_with_starts(sessions: pd.DataFrame, rows: np.ndarray | None,
         session_dates = session_dates[rows]
     order = _sort_order(p_codes, i_codes, a_codes, session_dates)
     if keep_order:
-        df = (pd.DataFrame(dict(zip(names, done[3:], strict=True)), copy=False) if gather
+        df = (_frame_of(sessions, done[3:]) if gather
               else sessions.reset_index(drop=True) if rows is None
               else _take_rows(sessions, rows))
         dates = df["session_date"].to_numpy(dtype="datetime64[D]")[order]
@@ -134,11 +131,24 @@ def _scatter(values: np.ndarray, order: np.ndarray) -> np.ndarray:
 def _take_rows(df: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
     """df.iloc[order] with a fresh RangeIndex, one column per thread (arrow and numpy
     gather without holding the GIL)."""
+    jobs = _gather_jobs(df, order)
+    if jobs is None:
+        return df.iloc[order].reset_index(drop=True)
+    return _frame_of(df, call_threads(jobs))
+
+
+def _gather_jobs(df: pd.DataFrame, rows: np.ndarray) -> list[Any] | None:
+    """One job per column gathering `rows`, for the threads; None when iloc does better
+    (a small frame) or a column cannot be named alone (repeated names)."""
     names = list(df.columns)
     if len(df) < 10_000 or len(set(names)) != len(names):
-        return df.iloc[order].reset_index(drop=True)
-    arrays = map_threads(lambda name: _take(df[name], order), names)
-    return pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)
+        return None
+    return [partial(_take, df[name], rows) for name in names]
+
+
+def _frame_of(df: pd.DataFrame, columns: list[pd.Series]) -> pd.DataFrame:
+    """df's column names over gathered columns, without another copy."""
+    return pd.DataFrame(dict(zip(df.columns, columns, strict=True)), copy=False)
 
 
 def _course_ids(p_vals: Any, i_vals: Any, a_vals: Any, p_codes: np.ndarray,
