@@ -398,8 +398,7 @@ class Audit:
         v = self.verdicts
         # the counts of every summary by clinician, clinic and month, counted once (again
         # when the verdict table or one of its columns is replaced)
-        seen = (id(v), len(v), *(_buffer(v[k]) for k in (*VerdictCube.KEYS, "verdict")
-                                 if k in v))
+        seen = _frame_key(v, (*VerdictCube.KEYS, "verdict"))
         if self._cube is None or self._cube[0] != seen:
             self._cube = (seen, VerdictCube(v))
         return summarise(v, self.protocol, by=by, cube=self._cube[1])
@@ -433,6 +432,12 @@ class Audit:
         if until:
             mask &= d <= pd.Timestamp(until)
         return self.verdicts[mask]
+
+
+def _frame_key(df: pd.DataFrame, columns: tuple[str, ...]) -> tuple[int, ...]:
+    """What identifies a table and the data of some of its columns: a result remembered
+    for one key is stale once the table or one of those columns is replaced."""
+    return (id(df), len(df), *(_buffer(df[k]) for k in columns if k in df))
 
 
 def _buffer(col: pd.Series) -> int:
@@ -470,8 +475,9 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
     # outcome search of assessment windows is the longest job, so it starts first
     crit = protocol.criteria
     longest_first = sorted(range(len(crit)), key=lambda i: crit[i].rule != "assessment_window")
-    done = map_threads(evaluate, [crit[i] for i in longest_first], big=len(s) >= 50_000)
-    evaluations = [done[longest_first.index(i)] for i in range(len(crit))]
+    done = dict(zip(longest_first, map_threads(evaluate, [crit[i] for i in longest_first],
+                                               big=len(s) >= 50_000), strict=True))
+    evaluations = [done[i] for i in range(len(crit))]
     v = _verdict_table(protocol, evaluations, {"session": (s, s["session_date"]),
                                                "course": (courses, courses["last_date"])})
     info = {"sessions_audited": len(s), "sessions_excluded": len(excluded),
@@ -867,8 +873,8 @@ def _date_then_rank(date: np.ndarray, rank: np.ndarray) -> np.ndarray:
 def _course_keys(audit: Audit) -> tuple[int, ...]:
     """What identifies the sessions and courses an Audit holds (sizes and the data of
     their course ids): another table or column gives other keys."""
-    s, c = audit.sessions, audit.courses
-    return (id(s), len(s), _buffer(s["course_id"]), id(c), len(c), _buffer(c["course_id"]))
+    return (*_frame_key(audit.sessions, ("course_id",)),
+            *_frame_key(audit.courses, ("course_id",)))
 
 
 def _latest_rows(codes: np.ndarray, dates: np.ndarray, groups: int) -> np.ndarray:
