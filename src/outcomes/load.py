@@ -1200,16 +1200,16 @@ def _runs(keep: np.ndarray, most: int = 1000) -> list[tuple[int, int]] | None:
 def _day_text(days: np.ndarray) -> pa.Array:
     """Days as YYYY-MM-DD text (NaT: null); each day of the span written once when the
     span is short (an export covers years, not millennia), then spread."""
+    def as_text(x: np.ndarray) -> pa.Array:
+        return pa.array(x, type=pa.date32()).cast(pa.large_string())
+
     d = days.view(np.int64)
     nat = np.isnat(days)
-    if nat.all() or len(days) < 10_000:
-        return pa.array(days, type=pa.date32()).cast(pa.large_string())
-    lo, hi = int(d[~nat].min()), int(d[~nat].max())
-    if hi - lo > 100_000:
-        return pa.array(days, type=pa.date32()).cast(pa.large_string())
+    lo, hi = (int(d[~nat].min()), int(d[~nat].max())) if not nat.all() else (0, 0)
+    if nat.all() or len(days) < 10_000 or hi - lo > 100_000:
+        return as_text(days)
     span = np.arange(lo, hi + 1, dtype=np.int64).view("datetime64[D]")
-    text = pa.array(span, type=pa.date32()).cast(pa.large_string())
-    return text.take(pa.array(np.where(nat, 0, d - lo), mask=nat))
+    return as_text(span).take(pa.array(np.where(nat, 0, d - lo), mask=nat))
 
 
 def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], later: dict[str, str],
