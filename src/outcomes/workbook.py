@@ -30,6 +30,7 @@ STATUS_FILL = {
 }
 STATUS_PATTERN = {k: PatternFill("solid", start_color=v, end_color=v)
                   for k, v in STATUS_FILL.items()}
+BOLD = Font(bold=True)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -72,18 +73,14 @@ def write_workbook(path: str | Path, about: list[tuple[str, Any]],
     ws = wb.create_sheet("About")
     ws.column_dimensions["A"].width = 28
     ws.column_dimensions["B"].width = 100
-    bold = Font(bold=True)
     wrap = Alignment(wrap_text=True, vertical="top")
     for label, value in about:
-        head = WriteOnlyCell(ws, value=label)
-        head.font = bold
-        body = WriteOnlyCell(ws, value=_cell(value) if not isinstance(value, list | tuple)
-                             else ", ".join(map(str, value)))
-        body.alignment = wrap
-        ws.append([head, body])
-    big = sum(len(df) for df in sheets.values()) >= 100_000
-    bar = Progress(sum(len(df) for df in sheets.values()) + 1,
-                   f"writing {Path(path).name}", enabled=progress if big else False)
+        ws.append([_styled(ws, label, font=BOLD), _styled(
+            ws, _cell(value) if not isinstance(value, list | tuple)
+            else ", ".join(map(str, value)), alignment=wrap)])
+    rows = sum(len(df) for df in sheets.values())
+    bar = Progress(rows + 1, f"writing {Path(path).name}",
+                   enabled=progress if rows >= 100_000 else False)
     for name, df in sheets.items():
         _write_sheet(wb, name, df, percent_columns, bar)
     with atomic_path(path) as tmp:
@@ -107,13 +104,7 @@ def _write_sheet(wb: Workbook, name: str, df: pd.DataFrame,
         sample = [str(col)] + [str(v) for v in df[col].head(200).tolist()]
         ws.column_dimensions[get_column_letter(j)].width = min(max(len(s) for s in sample) + 2,
                                                                60)
-    bold = Font(bold=True)
-    header = []
-    for c in cols:
-        cell = WriteOnlyCell(ws, value=str(c))
-        cell.font = bold
-        header.append(cell)
-    ws.append(header)
+    ws.append([_styled(ws, str(c), font=BOLD) for c in cols])
     makers = [_cell_maker(ws, df[c], c in percent_columns, c in ("status", "change", "verdict"))
               for c in cols]
     arrays = [df[c].astype(object).to_numpy() for c in cols]
@@ -129,23 +120,24 @@ def _write_sheet(wb: Workbook, name: str, df: pd.DataFrame,
 def _cell_maker(ws: Any, col: pd.Series, percent: bool, status: bool) -> Any:
     """A function from a raw value to what the sheet gets: the plain value, or a styled
     cell (percent format, status fill, date format); styles are made once per column."""
-    fills = STATUS_PATTERN
     dates = pd.api.types.is_datetime64_any_dtype(col.dtype)
 
     def make(value: Any) -> Any:
         v = _cell(value)
         if percent and isinstance(v, int | float) and not isinstance(v, bool):
-            cell = WriteOnlyCell(ws, value=v / 100)
-            cell.number_format = "0.0%"
-            return cell
-        if status and str(v) in fills:
-            cell = WriteOnlyCell(ws, value=v)
-            cell.fill = fills[str(v)]
-            return cell
+            return _styled(ws, v / 100, number_format="0.0%")
+        if status and str(v) in STATUS_PATTERN:
+            return _styled(ws, v, fill=STATUS_PATTERN[str(v)])
         if dates and v is not None:
-            cell = WriteOnlyCell(ws, value=v)
-            cell.number_format = "yyyy-mm-dd"
-            return cell
+            return _styled(ws, v, number_format="yyyy-mm-dd")
         return v
 
     return make
+
+
+def _styled(ws: Any, value: Any, **style: Any) -> WriteOnlyCell:
+    """A write-only cell with its style set (font, fill, alignment, number_format)."""
+    cell = WriteOnlyCell(ws, value=value)
+    for name, setting in style.items():
+        setattr(cell, name, setting)
+    return cell
