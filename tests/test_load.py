@@ -492,3 +492,39 @@ def test_xlsx_text_conversion_by_blocks_keeps_only_all_text_columns():
     got = _arrow_texts(np.stack([text, late_number, late_date, numbers]))
     assert sorted(got) == [0]
     assert got[0].equals(pa.array(text, type=pa.large_string(), from_pandas=True))
+
+
+@pytest.mark.parametrize("kind", ["date", "float", "int", "bool"])
+def test_parsing_each_distinct_value_once_matches_parsing_every_cell(kind):
+    """Long columns are parsed one distinct value at a time; values, bad cells and the
+    reasons on them must be exactly those of parsing every cell."""
+    from outcomes import schema
+    from outcomes.load import Mapping, _parse_field, parse_bool, parse_date, parse_float, parse_int
+
+    rng = np.random.default_rng(7)
+    pool = {
+        "date": ["2025-01-02", "2024-12-31", "2025-02-31", "03/04/2025", " 2025-03-04 ", "",
+                 "2025-01-02T10:00", "n/a", "12"],
+        "float": ["25", "27.5", "0.03", "1e2", "abc", " 30 ", "", "7,5", "inf", "-"],
+        "int": ["2", "3", "2.5", "x", "", " 4 ", "1e1"],
+        "bool": ["yes", "No", " TRUE ", "x", "maybe", "", "0", "1", "null"],
+    }[kind]
+    n = 20_000
+    s = pd.Series(pd.array(rng.choice(np.array(pool + [None], dtype=object), n),
+                           dtype=pd.StringDtype("pyarrow")))
+    field = {"date": "session_date", "float": "energy_start_mj", "int": "passes",
+             "bool": "test_spot"}[kind]
+    fields = {f.name: f for f in schema.SESSIONS}
+    got_values, got_bad, got_why = _parse_field(field, s, fields, Mapping(), "csv",
+                                                TRUE_WORDS, FALSE_WORDS)
+    every_cell = {"date": lambda x: parse_date(x), "float": lambda x: parse_float(x),
+                  "int": lambda x: parse_int(x), "bool": lambda x: parse_bool(x, TRUE_WORDS, FALSE_WORDS)}
+    values, bad, why = every_cell[kind](s)
+    pd.testing.assert_series_equal(got_values.reset_index(drop=True), values.reset_index(drop=True))
+    assert np.array_equal(got_bad, bad)
+    assert got_bad.any() and not got_bad.all()
+    if isinstance(why, pd.Series):
+        assert got_why.to_numpy(dtype=object).tolist() == why.to_numpy(dtype=object).tolist()
+        assert set(why[bad]) - {""}, "the bad cells carry their reasons"
+    else:
+        assert got_why == why

@@ -900,8 +900,12 @@ def _parse_by_value(parse: Any, s: pd.Series) -> tuple[pd.Series, np.ndarray, An
                          len(dictionary)).to_numpy()
     values, bad, why = parse(distinct)
     out = pd.Series(values.array.take(codes), index=s.index)
-    if isinstance(why, pd.Series):
-        why = pd.Series(why.to_numpy(dtype=object)[codes], index=s.index)
+    if isinstance(why, pd.Series):  # reasons are rare: spread only the cells that have one
+        reasons = why.to_numpy(dtype=object)
+        given = np.flatnonzero((reasons != "")[codes])
+        spread = np.full(len(s), "", dtype=object)
+        spread[given] = reasons[codes[given]]
+        why = pd.Series(spread, index=s.index, dtype=object)  # object: no text inference
     return out, np.asarray(bad, dtype=bool)[codes], why
 
 
