@@ -517,8 +517,8 @@ def test_parsing_each_distinct_value_once_matches_parsing_every_cell(kind):
     fields = {f.name: f for f in schema.SESSIONS}
     got_values, got_bad, got_why = _parse_field(field, s, fields, Mapping(), "csv",
                                                 TRUE_WORDS, FALSE_WORDS)
-    every_cell = {"date": lambda x: parse_date(x), "float": lambda x: parse_float(x),
-                  "int": lambda x: parse_int(x), "bool": lambda x: parse_bool(x, TRUE_WORDS, FALSE_WORDS)}
+    every_cell = {"date": parse_date, "float": parse_float, "int": parse_int,
+                  "bool": lambda x: parse_bool(x, TRUE_WORDS, FALSE_WORDS)}
     values, bad, why = every_cell[kind](s)
     pd.testing.assert_series_equal(got_values.reset_index(drop=True), values.reset_index(drop=True))
     assert np.array_equal(got_bad, bad)
