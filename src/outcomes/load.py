@@ -960,18 +960,30 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None,
              and fname not in CHECKED_TEXT and n >= BY_VALUE_MIN_ROWS}
     columns = {fname: raw[header] for fname, header in used.items() if fname not in later}
 
-    def parse(fname: str) -> tuple[pd.Series, np.ndarray, Any]:
-        return _parse_field(fname, columns[fname], fields, m, kind, true_words, false_words)
+    date_field = "session_date" if table == "sessions" else "assessment_date"
+    keys: dict[str, np.ndarray] = {}
 
-    # columns are independent and arrow does the heavy work without holding the GIL
-    parsed = map_threads(parse, list(columns), big=n >= BY_VALUE_MIN_ROWS)
-    for fname, (vals, bad, why) in zip(columns, parsed, strict=True):
+    def parse(fname: str) -> tuple[pd.Series, np.ndarray, Any]:
+        out = _parse_field(fname, columns[fname], fields, m, kind, true_words, false_words)
+        # the row keys the checks need, worked out on the threads with the parse
+        if fname == "patient_id":
+            keys[fname] = pd.factorize(out[0])[0] + 1
+        elif fname == date_field:
+            keys[fname] = _day_codes(out[0])
+        return out
+
+    # columns are independent and arrow does the heavy work without holding the GIL;
+    # the two key columns (the longest jobs) first
+    order = sorted(columns, key=lambda f: f not in ("patient_id", date_field))
+    parsed = dict(zip(order, map_threads(parse, order, big=n >= BY_VALUE_MIN_ROWS),
+                      strict=True))
+    for fname in columns:
+        vals, bad, why = parsed[fname]
         values[fname] = vals.reset_index(drop=True)
         problems[fname] = (bad, why.to_numpy(dtype=object) if isinstance(why, pd.Series) else why)
     bar.step("parsed")
 
     # rejections, in the order a reader would fix them: keys first, then other fields
-    date_field = "session_date" if table == "sessions" else "assessment_date"
     for key in ("patient_id", date_field):
         reject(problems[key][0], key, problems[key][1])
         reject(values[key].isna().to_numpy(), key, f"missing {key}")
@@ -981,8 +993,7 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None,
     if table == "outcomes":
         _check_outcomes(values, wide, reject)
     # patient and day as one number per row: equal rows have equal keys
-    patient_day = _pair_key(pd.factorize(values["patient_id"])[0] + 1,
-                            _day_codes(values[date_field]))
+    patient_day = _pair_key(keys["patient_id"], keys[date_field])
     shared = _shared(patient_day)  # only these rows can repeat another row or its day
     _reject_duplicates(raw, line_keys, rows, reject, patient_day, shared)
     if table == "sessions":
