@@ -209,6 +209,19 @@ def test_implausible_values_kept_and_warned(tmp_path):
     assert set(r.warnings["row"]) == {2}
 
 
+def test_warnings_show_the_value_as_the_file_writes_it(tmp_path):
+    """A reviewer looks the cell up: '80,5' in a decimal-comma export, not 80.5."""
+    text = ("patient_id;session_date;energy_start_mj;coverage_pct;session_date_2\n"
+            "P1;2025-01-02;25;80,5;x\nP2;2025-01-03;0,025;8;y\n")
+    p = write(tmp_path, "s.csv", text)
+    (tmp_path / "s.mapping.toml").write_text('[source]\ndecimal = ","\n', encoding="utf-8")
+    r = load(p)
+    got = sorted(zip(r.warnings["row"], r.warnings["field"], r.warnings["value"],
+                     strict=True))
+    assert got == [(2, "coverage_pct", "80,5"), (3, "energy_start_mj", "0,025")]
+    assert r.data["coverage_pct"].tolist() == [80.5, 8]
+
+
 # --- outcomes --------------------------------------------------------------------------------
 
 

@@ -1309,17 +1309,21 @@ def _melt_wide(data: pd.DataFrame) -> pd.DataFrame:
 
 def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
               raw: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
-    """Implausible but usable values: kept as they are, reported here."""
+    """Implausible but usable values: kept as they are, reported here with the value as
+    the file writes it (like a rejection), so a reviewer finds the cell."""
     parts = []
     rows = data["source_row"]
     file = data["source_file"]
+    positions = np.flatnonzero(keep)  # each loaded row's place in the file's rows
 
     def add(mask: pd.Series, fname: str, kind: str, message: str) -> None:
         mask = mask.fillna(False).astype(bool)
         if mask.any():
+            where = mask.to_numpy()
+            written = _as_text(raw[used[fname]].iloc[positions[where]])
             parts.append(pd.DataFrame({
                 "file": file[mask], "row": rows[mask], "field": fname,
-                "value": data.loc[mask, fname].astype("string"), "kind": kind,
+                "value": written.to_numpy(dtype=object), "kind": kind,
                 "message": message}))
 
     for f in schema.TABLES[table]:
