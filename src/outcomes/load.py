@@ -1323,8 +1323,8 @@ def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
             written = _as_text(raw[used[fname]].iloc[positions[where]])
             parts.append(pd.DataFrame({
                 "file": file[mask], "row": rows[mask], "field": fname,
-                "value": written.to_numpy(dtype=object), "kind": kind,
-                "message": message}))
+                "value": pd.array(written.to_numpy(dtype=object), dtype="string"),
+                "kind": kind, "message": message}))
 
     for f in schema.TABLES[table]:
         if f.name not in used:
