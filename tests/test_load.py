@@ -297,6 +297,56 @@ def test_parquet_round_trip(tmp_path):
     assert r.rejections[["row", "reason"]].values.tolist() == [[3, "missing patient_id"]]
 
 
+@pytest.mark.parametrize("n", [4, 8_000])  # short and long columns take different paths
+def test_parquet_typed_columns_load_as_their_values(tmp_path, n):
+    """Arrow-typed columns as a device writes them: dates, yes/no and whole numbers with
+    missing cells, decimals, zoned timestamps; a pandas index stays out of the data."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    k = n // 4
+    day = [dt.date(2025, 1, 2), None, dt.date(2024, 12, 31), dt.date(1970, 5, 6)] * k
+    when = pd.to_datetime(["2025-01-02 23:30", "2025-01-03 08:00", "2025-01-04 00:10",
+                           "2025-01-05 12:00"] * k).tz_localize("Europe/Berlin")
+    table = pa.table({
+        "patient_id": pa.array([f"P{i}" for i in range(n)]),
+        "session_date": pa.array(when),
+        "date_of_birth": pa.array(day, pa.date32()),
+        "test_spot": pa.array([True, None, False, True] * k),
+        "passes": pa.array([2, None, 3, 1] * k, pa.int32()),
+        "energy_start_mj": pa.array([decimal.Decimal("27.5"), None, decimal.Decimal(30),
+                                     decimal.Decimal("0.030")] * k, pa.decimal128(6, 3)),
+        "pain_nrs": pa.array([3, 4, 5, 6] * k, pa.uint8()),
+    })
+    path = tmp_path / "s.parquet"
+    pq.write_table(table, path)
+    r = load(path, progress=False)
+    accounted(r)
+    assert r.rows_loaded == n
+    d = r.data
+    assert d["session_date"].iloc[:4].tolist() == list(pd.to_datetime(
+        ["2025-01-02", "2025-01-03", "2025-01-04", "2025-01-05"]))  # the local day
+    assert d["date_of_birth"].iloc[:4].tolist() == [pd.Timestamp(v) if v else pd.NaT
+                                                    for v in day[:4]]
+    assert d["test_spot"].iloc[:4].tolist() == [True, pd.NA, False, True]
+    assert d["passes"].iloc[:4].tolist() == [2, pd.NA, 3, 1]
+    assert str(d["passes"].dtype) == "Int64"
+    assert d["energy_start_mj"].iloc[:4].tolist() == [27.5, pd.NA, 30.0, 0.03]
+    assert d["pain_nrs"].iloc[:4].tolist() == [3, 4, 5, 6]
+
+    # written by pandas with a named index: the index is not a column of the export
+    frame = table.to_pandas().set_index("patient_id", drop=False)
+    frame.index.name = "row_key"
+    frame.to_parquet(tmp_path / "p.parquet")
+    r2 = load(tmp_path / "p.parquet", progress=False)
+    assert list(r2.data.columns) == list(r.data.columns)
+    assert r2.unknown_columns == []
+    pd.testing.assert_frame_equal(r2.data.drop(columns="source_file"),
+                                  r.data.drop(columns="source_file"))
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 

@@ -481,12 +481,36 @@ def _infer_cells(values: np.ndarray) -> Any:
         return pd.Series(values, dtype=object).map(lambda v: v)
 
 
+def _parquet_column(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Dates as day timestamps and decimals as floats, so pandas gets typed columns: by
+    default it makes dates (and decimals) Python objects, a million of them a column."""
+    if pa.types.is_date(col.type):
+        return col.cast(pa.timestamp("s"))
+    if pa.types.is_decimal(col.type):
+        return col.cast(pa.float64())
+    return col
+
+
+def _parquet_dtype(t: pa.DataType) -> Any:
+    """Yes/no and whole-number columns as pandas' nullable types: with a missing cell
+    pandas would make them objects (yes/no) or floats."""
+    if pa.types.is_boolean(t):
+        return pd.BooleanDtype()
+    if pa.types.is_signed_integer(t) or (pa.types.is_unsigned_integer(t) and t.bit_width < 64):
+        return pd.Int64Dtype()
+    return None
+
+
 def _read_parquet(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
+    import pyarrow.parquet as pq
+
     try:
-        frame = pd.read_parquet(path)
+        table = pq.read_table(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise LoadError(f"{path.name} is not a readable Parquet file ({exc})") from None
-    frame = frame.reset_index(drop=True)
+    table = pa.table([_parquet_column(c) for c in table.columns], names=table.column_names,
+                     metadata=table.schema.metadata)  # pandas metadata: which is the index
+    frame = table.to_pandas(types_mapper=_parquet_dtype).reset_index(drop=True)
     return frame, np.arange(1, len(frame) + 1, dtype=np.int64), None
 
 
