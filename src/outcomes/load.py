@@ -228,8 +228,12 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pa.Arra
         rows = np.arange(m.header_row + 1, m.header_row + 1 + n, dtype=np.int64)
         # one line per record: the raw line text is the exact-duplicate key
         keys = _line_keys(data, m.header_row, n, breaks)
-    else:
-        rows, keys = _csv_line_numbers(bytes(buf), m, delim), None
+    else:  # values span lines, or blank lines: follow the records through the quotes
+        lines = None if breaks is None else _record_lines(buf, breaks, quotes, delim,
+                                                          m.header_row - 1)
+        if lines is None or len(lines) != n:
+            lines = _csv_line_numbers(bytes(buf), m, delim)
+        rows, keys = lines, None
     frame = table.to_pandas()
     return frame, rows, keys
 
@@ -333,6 +337,39 @@ def _line_keys(data: Any, skip: int, n: int, breaks: np.ndarray | None = None) -
         np.ascontiguousarray(offsets, dtype=np.int64)), pa.py_buffer(memoryview(data))])
 
 
+def _record_lines(buf: np.ndarray, breaks: np.ndarray, q: np.ndarray | None, delim: str,
+                  skip: int) -> np.ndarray | None:
+    """Start line of each data record, as the CSV reader splits them, from the positions
+    of the line feeds and quotes (see _scan); None when counting cannot follow the quotes.
+
+    As the reader does: the first `skip` lines are skipped as lines; then a line feed
+    inside quotes continues the record, an empty line (or a lone CR before the feed) is
+    no record, and the first record is the header. Inside quotes means an odd number of
+    quotes since the skipped lines, which holds while every quote outside quotes opens a
+    value (or doubles the one before it); otherwise, or with a lone CR (q is None), the
+    caller reads the lines with Python's csv module. Vectorised: a million records with
+    a few multi-line notes take milliseconds instead of seconds.
+    """
+    if q is None:
+        return None
+    base = 0 if skip == 0 else (int(breaks[skip - 1]) + 1 if len(breaks) >= skip else len(buf))
+    q = q[q >= base]
+    prev = buf[np.maximum(q - 1, 0)]
+    opens = np.arange(len(q)) % 2 == 0  # an even number of quotes before it: outside
+    at_start = (q == base) | (prev == 10) | (prev == ord(delim))
+    if len(q) % 2 or (opens & ~at_start & (prev != 34)).any():
+        return None
+    first = np.searchsorted(breaks, base)  # the first line feed after the skipped lines
+    inside = np.searchsorted(q, breaks[first:]) % 2 == 1
+    ends = np.flatnonzero(~inside) + first  # line feeds that end a record: their index
+    starts = np.r_[base, breaks[ends] + 1]
+    stops = np.r_[breaks[ends], len(buf)]
+    start_line = np.r_[skip + 1, ends + 2]  # feed i ends line i + 1
+    length = stops - starts
+    lone_cr = (length == 1) & (buf[np.minimum(starts, max(len(buf) - 1, 0))] == 13)
+    return start_line[(length > 0) & ~lone_cr][1:].astype(np.int64)
+
+
 def _csv_line_numbers(data: bytes, m: Mapping, delim: str) -> np.ndarray:
     """Start line of each record, for files with blank lines or line breaks inside quotes."""
     text = io.StringIO(data.decode(m.encoding, errors="replace"), newline="")
@@ -344,7 +381,7 @@ def _csv_line_numbers(data: bytes, m: Mapping, delim: str) -> np.ndarray:
         start = reader.line_num + 1
         if i < m.header_row - 1 + 1:  # rows up to and including the header
             continue
-        if rec and any(cell != "" for cell in rec):
+        if rec:  # an empty line is no record; a line of delimiters is (all cells missing)
             rows.append(line_no)
     return np.asarray(rows, dtype=np.int64)
 
