@@ -186,6 +186,29 @@ def test_numbers_strict(tmp_path):
         [3, "not a number"], [4, "not a whole number"], [6, "not a number"], [7, "not a number"]]
 
 
+def test_whole_number_fields_reject_fractions_cell_by_cell(tmp_path):
+    """pain_nrs is also an instrument's name; in a sessions export it is whole, as
+    passes: 3.5 is rejected, not cut to 3; 'abc' is still 'not a number'."""
+    p = write(tmp_path, "s.csv", "patient_id,session_date,pain_nrs,passes\n"
+              "P1,2025-01-02,3,2\nP2,2025-01-03,3.5,2\nP3,2025-01-04,7,abc\n"
+              "P4,2025-01-05,2,2.5\n")
+    r = load(p)
+    assert r.data["pain_nrs"].tolist() == [3]
+    assert str(r.data["pain_nrs"].dtype) == "Int64"
+    assert r.rejections[["row", "field", "reason"]].values.tolist() == [
+        [3, "pain_nrs", "not a whole number"], [4, "passes", "not a number"],
+        [5, "passes", "not a whole number"]]
+
+
+def test_unusable_file_hints_at_decimal_only_for_numbers_with_the_other_sign(tmp_path):
+    comma = load(write(tmp_path, "a.csv", "patient_id,session_date,energy_start_mj\n"
+                       'P1,2025-01-02,"27,5"\n'))
+    assert "check decimal" in comma.unusable()
+    words = load(write(tmp_path, "b.csv", "patient_id,session_date,energy_start_mj\n"
+                       "P1,2025-01-02,x\n"))
+    assert "not a number" in words.unusable() and "decimal" not in words.unusable()
+
+
 def test_duplicates_rejected_naming_the_first_row(tmp_path):
     r = load(write(tmp_path, "s.csv", HEADER + GOOD + GOOD + "P2,2025-01-03,25,yes,8,2,Dr. A\n"
                    + GOOD))

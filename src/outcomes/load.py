@@ -648,7 +648,7 @@ def _parse_float_slow(s: pd.Series, decimal: str) -> tuple[np.ndarray, np.ndarra
     return out, bad
 
 
-def parse_int(s: pd.Series, decimal: str = ".") -> tuple[pd.Series, np.ndarray, str]:
+def parse_int(s: pd.Series, decimal: str = ".") -> tuple[pd.Series, np.ndarray, Any]:
     """Whole-number field: a number with a fraction is bad, not rounded."""
     values, bad, _ = parse_float(s, decimal)
     v = values.to_numpy(dtype="float64", na_value=np.nan)
@@ -656,7 +656,11 @@ def parse_int(s: pd.Series, decimal: str = ".") -> tuple[pd.Series, np.ndarray, 
     v[frac] = np.nan
     out = pd.array(np.where(np.isnan(v), 0, v).astype("int64"), dtype="Int64")
     out[np.isnan(v)] = pd.NA
-    reason = "not a whole number" if frac.any() else "not a number"
+    reason: Any = "not a number"
+    if frac.any():  # each bad cell its own reason: 2.5 is not whole, 'abc' not a number
+        reason = pd.Series(np.where(frac, "not a whole number",
+                                    np.where(bad, "not a number", "")),
+                           index=s.index, dtype=object)
     return pd.Series(out, index=s.index), bad | frac, reason
 
 
@@ -817,7 +821,10 @@ class LoadResult:
         if "not a date in the form" in reason:
             hint = "; check date_format in the mapping file"
         elif reason == "not a number":
-            hint = "; check decimal in the mapping file"
+            values = self.rejections.loc[(self.rejections["field"] == field)
+                                         & (self.rejections["reason"] == reason), "value"]
+            if values.astype(str).str.fullmatch(r"\s*-?\d+[.,]\d+\s*").any():
+                hint = "; check decimal in the mapping file"
         return (f"{Path(self.file).name}: none of its {self.rows_read:,} rows could be loaded "
                 f"({n:,} rejected for {field}: {reason}{hint})")
 
@@ -942,7 +949,7 @@ def _parse_by_value(parse: Any, s: pd.Series) -> tuple[pd.Series, np.ndarray, An
 
     Exactly the same result as `parse(s)`: every parser is cell by cell (a cell's value,
     bad flag and reason depend on that cell alone; the one column-wide choice, the
-    fast path or parse_int's reason, depends only on which values occur). A typed
+    fast path, depends only on which values occur). A typed
     column holds few distinct values (dates, energies, yes/no), so this parses
     hundreds of values instead of a million, and a few bad cells no longer send the
     whole column down the slow path.
@@ -973,7 +980,7 @@ def _parse_by_value(parse: Any, s: pd.Series) -> tuple[pd.Series, np.ndarray, An
 def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: Mapping,
                  kind: str, true_words: set[str], false_words: set[str]
                  ) -> tuple[pd.Series, np.ndarray, Any]:
-    if fname in schema.INSTRUMENTS:  # a wide outcomes column: the score on that instrument
+    if fname in schema.INSTRUMENTS and fname not in fields:  # a wide outcomes score column
         return _parse_by_value(lambda x: parse_float(x, m.decimal), s)
     f = fields[fname]
     if f.type == "string":
