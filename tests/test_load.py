@@ -139,6 +139,30 @@ def test_mapping_boolean_spellings_and_blank_as_false(tmp_path):
     assert r.data["edema"].tolist() == [False, True]
 
 
+@pytest.mark.parametrize("rows", [3, 6_000])  # short and long columns take different paths
+def test_numeric_yes_no_cells_follow_the_mapping_words_as_csv_text_does(tmp_path, rows):
+    """A device coding yes/no as 2/1 in Excel: numbers read as the words in the CSV."""
+    m = write(tmp_path, "m.toml", '[values]\ntrue = ["2"]\nfalse = ["1", ""]\n')
+    cells = [2, 1, None, 2, 7][:rows] * (rows // 3 + 1)
+    cells = cells[:rows]
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["patient_id", "session_date", "test_spot"])
+    lines = ["patient_id,session_date,test_spot"]
+    for i, c in enumerate(cells):
+        ws.append([f"P{i}", "2025-01-02", c])
+        lines.append(f"P{i},2025-01-02,{'' if c is None else c}")
+    wb.save(tmp_path / "s.xlsx")
+    xlsx = load(tmp_path / "s.xlsx", mapping=m, progress=False)
+    csv_ = load(write(tmp_path, "s.csv", "\n".join(lines) + "\n"), mapping=m, progress=False)
+    expected = {2: True, 1: False, None: False}
+    assert xlsx.data["test_spot"].tolist() == [expected[c] for c in cells if c != 7]
+    pd.testing.assert_series_equal(xlsx.data["test_spot"], csv_.data["test_spot"])
+    assert xlsx.rejections[["row", "value"]].values.tolist() == \
+        csv_.rejections[["row", "value"]].values.tolist()
+    assert set(xlsx.rejections["value"]) <= {"7"}
+
+
 def test_unrecognised_boolean_is_rejected_with_its_value(tmp_path):
     r = load(write(tmp_path, "s.csv", "patient_id,session_date,test_spot\nP1,2025-01-02,maybe\n"))
     assert r.rejections.iloc[0][["row", "field", "value", "reason"]].tolist() == [

@@ -570,19 +570,23 @@ def _as_text(s: pd.Series) -> pd.Series:
     if _is_str(s):
         out = s.str.strip()
     else:
-        def text(v: Any) -> Any:
-            if v is None or (isinstance(v, float) and np.isnan(v)):
-                return None
-            if isinstance(v, float) and v.is_integer():
-                return str(int(v))
-            if isinstance(v, pd.Timestamp | np.datetime64):
-                return pd.Timestamp(v).isoformat()
-            if hasattr(v, "isoformat"):
-                return v.isoformat()
-            return str(v).strip()
-        out = s.map(text).astype("string")
+        out = s.map(lambda v: _cell_text(v, strip=True)).astype("string")
     out = out.astype("string")
     return out.mask(out == "")
+
+
+def _cell_text(v: Any, strip: bool = False) -> str | None:
+    """One typed cell (Excel, Parquet) as the text a CSV would hold; None when empty.
+    Whole numbers without '.0', dates and times in ISO form."""
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, np.datetime64):
+        return None if np.isnat(v) else pd.Timestamp(v).isoformat()
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return str(v).strip() if strip else str(v)
 
 
 def _missing(text: pd.Series) -> np.ndarray:
@@ -670,12 +674,14 @@ def parse_bool(s: pd.Series, true_words: set[str], false_words: set[str]) -> tup
     if pd.api.types.is_bool_dtype(s.dtype):
         return s.astype("boolean"), np.zeros(len(s), dtype=bool), reason
     if pd.api.types.is_numeric_dtype(s.dtype):
-        v = s.astype("float64")
-        out = pd.Series(pd.array([pd.NA] * len(s), dtype="boolean"), index=s.index)
-        out[v == 1] = True
-        out[v == 0] = False
-        bad = (v.notna() & ~v.isin([0, 1])).to_numpy()
-        return out, bad, reason
+        # numbers (Excel, Parquet) read as the words a CSV would hold: 1 and 2 under the
+        # mapping's [values] spellings, a blank cell as '' (one parse per distinct number)
+        codes, distinct = pd.factorize(s, use_na_sentinel=False)
+        words = pd.Series(distinct, dtype=object).map(
+            lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
+        values, bad, _ = parse_bool(words, true_words, false_words)
+        return (pd.Series(values.array.take(codes), index=s.index),
+                np.asarray(bad, dtype=bool)[codes], reason)
     if s.dtype == object:
         s = s.map(lambda v: ("true" if v else "false") if isinstance(v, bool | np.bool_) else v)
     text = _as_text(s)
@@ -1091,8 +1097,7 @@ def _raw_text(raw: pd.DataFrame, used: dict[str, str], fname: str, i: int) -> st
     header = used.get(fname)
     if header is None:
         return ""
-    v = raw[header].iloc[i]
-    return "" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else str(v)
+    return _cell_text(raw[header].iloc[i]) or ""
 
 
 def _check_outcomes(values: dict[str, pd.Series], wide: bool, reject: Any) -> None:
