@@ -92,6 +92,29 @@ def test_quoted_fields_with_separators_quotes_and_newlines_keep_line_numbers(tmp
     assert r.data["source_row"].tolist() == [2, 3]
 
 
+def test_columns_without_a_header_are_dropped_when_empty_else_named(tmp_path):
+    """Spreadsheets write trailing delimiters and spare columns: nothing in them, nothing
+    to keep; a headerless column holding values is kept as column_N, never dropped."""
+    text = ("patient_id;session_date;;passes;;\r\n"
+            "P1;2025-01-05;;2;;\r\nP2;2025-01-06;;3;;x\r\n")
+    r = load(write(tmp_path, "s.csv", text))
+    assert r.rows_loaded == 2
+    assert r.unknown_columns == ["column_6"]
+    assert r.data["column_6"].isna().tolist() == [True, False]
+    assert r.data["column_6"].iloc[1] == "x"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["patient_id", "session_date", None, "passes"])
+    ws.append(["P1", "2025-01-05", None, 2])
+    ws.append(["P2", "2025-01-06", None, 3, None, "beyond the header"])
+    wb.save(tmp_path / "s.xlsx")
+    x = load(tmp_path / "s.xlsx")
+    assert x.rows_loaded == 2
+    assert x.unknown_columns == ["column_6"]
+    assert x.data["column_6"].iloc[1] == "beyond the header"
+    assert x.data["passes"].tolist() == [2, 3]
+
+
 def test_encoding_from_mapping(tmp_path):
     text = "patient_id;session_date;operator\nP1;2025-01-02;Dr. Müller\n"
     p = write(tmp_path, "s.csv", text, encoding="latin-1")

@@ -234,8 +234,21 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pa.Arra
         if lines is None or len(lines) != n:
             lines = _csv_line_numbers(bytes(buf), m, delim)
         rows, keys = lines, None
-    frame = table.to_pandas()
-    return frame, rows, keys
+    return _blank_headers(table.to_pandas()), rows, keys
+
+
+def _blank_headers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns without a header: dropped when every cell is empty (the trailing
+    delimiters spreadsheets write), else kept, named column_N after their position."""
+    names = [str(c) for c in frame.columns]
+    blank = {j for j, h in enumerate(names) if not h.strip()}
+    if not blank:
+        return frame
+    keep = [j for j in range(len(names))
+            if j not in blank or _as_text(frame.iloc[:, j]).notna().any()]
+    out = frame.iloc[:, keep]
+    out.columns = [f"column_{j + 1}" if j in blank else names[j] for j in keep]
+    return out
 
 
 def _scan(buf: np.ndarray, step: int = 1 << 18) -> tuple[np.ndarray, np.ndarray | None]:
@@ -423,8 +436,8 @@ def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
         raise LoadError(f"{path.name} has no header on row {m.header_row} of sheet "
                         f"{m.sheet or wb.sheet_names[0]!r}")
     header = [("" if h is None else str(h)).strip() for h in cells[m.header_row - 1]]
-    while header and header[-1] == "":
-        header.pop()
+    # a column without a header is kept when it holds something (below: column_N)
+    header += [""] * (max(map(len, cells[m.header_row:]), default=0) - len(header))
     _check_headers(header, path)
     body = cells[m.header_row:]
     width = len(header)
@@ -445,6 +458,8 @@ def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
     rows = keep.astype(np.int64) + m.header_row + 1
     cols: dict[str, Any] = {}
     for j, h in enumerate(header):
+        if not h and (not len(keep) or empty[keep, j].all()):
+            continue  # no header and nothing in it: a spreadsheet's spare column
         name = h or f"column_{j + 1}"
         if not len(keep):
             cols[name] = pd.Series([], dtype=object)
