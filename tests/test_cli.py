@@ -41,6 +41,34 @@ def test_validate_json_contract(export, tmp_path):
     assert rejects.read_text().splitlines()[0] == "file,row,field,value,reason"
 
 
+def test_validate_accounts_for_a_sessions_and_an_outcomes_export_together(tmp_path):
+    """The README's example: both sample exports in one call, each accounted for."""
+    sample = ROOT / "data" / "sample"
+    res = run("validate", str(sample / "sessions.csv"), str(sample / "outcomes.csv"), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    files = {f["table"]: f for f in out["files"]}
+    assert set(files) == {"sessions", "outcomes"}
+    assert out["rows_read"] == sum(f["rows_read"] for f in files.values())
+    assert out["rows_read"] == out["rows_loaded"] + out["rows_rejected"]
+    assert out["rows_rejected"] == len(out["rejections"])
+    text = run("validate", str(sample / "sessions.csv"), str(sample / "outcomes.csv"))
+    assert text.returncode == 0 and "(outcomes)" in text.stdout and "(sessions)" in text.stdout
+
+
+def test_validate_never_writes_the_rejection_log_over_an_input(export, tmp_path):
+    before = export.read_bytes()
+    mapping = tmp_path / "sessions.mapping.toml"
+    mapping.write_text('[source]\ndelimiter = ","\n', encoding="utf-8")
+    for target in (export, mapping):
+        res = run("validate", str(export), "--rejects", str(target))
+        assert res.returncode == 1
+        assert "one of the input files" in res.stderr and "Traceback" not in res.stderr
+    assert export.read_bytes() == before
+    folder = run("validate", str(export), "--rejects", str(tmp_path))
+    assert folder.returncode == 1 and "is a folder" in folder.stderr
+
+
 def test_validate_readable_summary(export):
     res = run("validate", str(export))
     assert res.returncode == 0

@@ -22,7 +22,7 @@ import pandas as pd
 
 from outcomes import __version__
 from outcomes.files import write_atomic
-from outcomes.load import LoadError, LoadResult, combine, load, read_mapping
+from outcomes.load import LoadError, LoadResult, load, mapping_beside, read_mapping
 from outcomes.notebooks import NotebookError
 
 
@@ -129,16 +129,32 @@ def _reason_kind(reason: str) -> str:
     return re.sub(r" (of|on) row \d+", "", reason)
 
 
+def _check_rejects_target(rejects: str, files: list[str], mapping: str | None) -> None:
+    """The rejection log never replaces an input (export or mapping) and is a file."""
+    out = Path(rejects)
+    if out.is_dir():
+        raise LoadError(f"--rejects {out} is a folder; give a file name, such as "
+                        f"{out / 'rejects.csv'}")
+    inputs = [Path(f) for f in files] + ([Path(mapping)] if mapping else [])
+    inputs += [p for p in map(mapping_beside, files) if p is not None]
+    if out.exists() and any(p.exists() and out.samefile(p) for p in inputs):
+        raise LoadError(f"--rejects {out} is one of the input files, which are never "
+                        "overwritten; give another file name")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.rejects:
+        _check_rejects_target(args.rejects, args.files, args.mapping)
     mapping = read_mapping(args.mapping) if args.mapping else None
     results = [load(f, mapping=mapping, progress=None if not args.json else False)
                for f in args.files]
-    total = combine(results) if len(results) > 1 else results[0]
+    # one account over all files: sessions and outcomes exports may be checked together
+    rejections = pd.concat([r.rejections for r in results], ignore_index=True)
     if args.rejects:
         out = Path(args.rejects)
-        write_atomic(out, lambda tmp: total.rejections.to_csv(tmp, index=False))
+        write_atomic(out, lambda tmp: rejections.to_csv(tmp, index=False))
     if args.json:
-        print(json.dumps(validate_json(results, total), ensure_ascii=False, default=str))
+        print(json.dumps(validate_json(results), ensure_ascii=False, default=str))
     else:
         print(validate_text(results, args.rejects))
     problems = [p for p in (r.unusable() for r in results) if p]
@@ -147,19 +163,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def validate_json(results: list[LoadResult], total: LoadResult) -> dict[str, Any]:
-    """The `validate --json` object (contract keys first)."""
-    rej = total.rejections.astype({"row": "int64"})
+def validate_json(results: list[LoadResult]) -> dict[str, Any]:
+    """The `validate --json` object (contract keys first), summed over the files."""
+    rej = pd.concat([r.rejections for r in results], ignore_index=True)
+    warnings = pd.concat([r.warnings for r in results], ignore_index=True)
     return {
-        "rows_read": total.rows_read,
+        "rows_read": sum(r.rows_read for r in results),
         "rows_loaded": sum(r.rows_loaded for r in results),
         "rows_rejected": sum(r.rows_rejected for r in results),
-        "warnings": len(total.warnings),
-        "unknown_columns": total.unknown_columns,
-        "rejections": rej.to_dict(orient="records"),
-        "warnings_by_kind": total.warnings.groupby("kind").size().to_dict()
-        if len(total.warnings) else {},
-        "warning_list": total.warnings.astype({"row": "int64"}).to_dict(orient="records"),
+        "warnings": len(warnings),
+        "unknown_columns": sorted({c for r in results for c in r.unknown_columns}),
+        "rejections": rej.astype({"row": "int64"}).to_dict(orient="records"),
+        "warnings_by_kind": warnings.groupby("kind").size().to_dict() if len(warnings) else {},
+        "warning_list": warnings.astype({"row": "int64"}).to_dict(orient="records"),
         "files": [r.summary() for r in results],
     }
 
