@@ -406,15 +406,15 @@ def test_parquet_typed_columns_load_as_their_values(tmp_path, n):
     assert d["energy_start_mj"].iloc[:4].tolist() == [27.5, pd.NA, 30.0, 0.03]
     assert d["pain_nrs"].iloc[:4].tolist() == [3, 4, 5, 6]
 
-    # written by pandas with a named index: the index is not a column of the export
-    frame = table.to_pandas().set_index("patient_id", drop=False)
-    frame.index.name = "row_key"
-    frame.to_parquet(tmp_path / "p.parquet")
-    r2 = load(tmp_path / "p.parquet", progress=False)
-    assert list(r2.data.columns) == list(r.data.columns)
-    assert r2.unknown_columns == []
-    pd.testing.assert_frame_equal(r2.data.drop(columns="source_file"),
-                                  r.data.drop(columns="source_file"))
+    # written by pandas with the ids as its index: they are the export's patient_id
+    # column; an unnamed index (row numbers) is not a column of the export
+    for frame in (table.to_pandas().set_index("patient_id"),
+                  table.to_pandas().set_index(pd.Index(range(5, 5 + n)))):
+        frame.to_parquet(tmp_path / "p.parquet")
+        r2 = load(tmp_path / "p.parquet", progress=False)
+        assert r2.unknown_columns == []
+        pd.testing.assert_frame_equal(r2.data.drop(columns="source_file"),
+                                      r.data.drop(columns="source_file"))
 
 
 # --- errors ----------------------------------------------------------------------------------

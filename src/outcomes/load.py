@@ -562,7 +562,10 @@ def _read_parquet(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, Non
         raise LoadError(f"{path.name} is not a readable Parquet file ({exc})") from None
     table = pa.table([_parquet_column(c) for c in table.columns], names=table.column_names,
                      metadata=table.schema.metadata)  # pandas metadata: which is the index
-    frame = table.to_pandas(types_mapper=_parquet_dtype).reset_index(drop=True)
+    frame = table.to_pandas(types_mapper=_parquet_dtype)
+    # a named index (df.set_index("patient_id").to_parquet()) holds data: keep it
+    named = [n for n in frame.index.names if n is not None and n not in frame.columns]
+    frame = (frame.reset_index(level=named) if named else frame).reset_index(drop=True)
     return frame, np.arange(1, len(frame) + 1, dtype=np.int64), None
 
 
