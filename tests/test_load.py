@@ -115,6 +115,29 @@ def test_columns_without_a_header_are_dropped_when_empty_else_named(tmp_path):
     assert x.data["passes"].tolist() == [2, 3]
 
 
+@pytest.mark.parametrize("where", ["first", "late"])
+def test_a_long_file_in_another_encoding_says_so_wherever_its_first_odd_byte_is(tmp_path,
+                                                                             where):
+    rows = [f"P{i};2025-01-02;{'Müller' if where == 'first' or i > 2900 else 'plain'} {i}"
+            for i in range(3000)]
+    p = write(tmp_path, "s.csv", "patient_id;session_date;notes\n" + "\n".join(rows),
+              encoding="latin-1")
+    assert p.stat().st_size > 65536
+    with pytest.raises(LoadError, match="not readable as utf-8; set encoding"):
+        load(p)
+
+
+def test_a_character_cut_by_the_first_piece_read_is_not_an_encoding_error(tmp_path):
+    head = "patient_id,session_date,notes\n"
+    row = "P2,2025-01-03,"
+    filler = "P1,2025-01-02," + "x" * (65535 - len(head) - len(row) - 15) + "\n"
+    text = head + filler + row + "ü\n" + row + "ü\n"
+    assert text.encode().index("ü".encode()) == 65535  # its two bytes either side of 64 KiB
+    p = write(tmp_path, "s.csv", text)
+    r = load(p)
+    assert r.rows_read == 3 and r.data["notes"].iloc[-1] == "ü"
+
+
 def test_encoding_from_mapping(tmp_path):
     text = "patient_id;session_date;operator\nP1;2025-01-02;Dr. Müller\n"
     p = write(tmp_path, "s.csv", text, encoding="latin-1")

@@ -13,6 +13,7 @@ takes the slower path that finds the offending cells.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -177,9 +178,9 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pa.Arra
     enc = m.encoding.lower().replace("_", "-")
     if enc in ("utf-8", "utf8") and buf[:3].tobytes() == b"\xef\xbb\xbf":
         data, buf = data[3:], buf[3:]
-    try:
-        head = bytes(buf[:65536]).decode(m.encoding,
-                                         errors="strict" if len(buf) <= 65536 else "ignore")
+    try:  # strict, but a character cut at the end of the piece waits for its last bytes
+        head = codecs.getincrementaldecoder(m.encoding)(errors="strict").decode(
+            bytes(buf[:65536]), final=len(buf) <= 65536)
     except UnicodeDecodeError:
         raise LoadError(f"{path.name} is not readable as {m.encoding}; "
                         "set encoding in the mapping file") from None
@@ -217,7 +218,7 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pa.Arra
             table = _read_csv_table(data, m, pacsv.ParseOptions(delimiter=delim,
                                                                 newlines_in_values=True), conv)
         except pa.ArrowInvalid as exc:
-            raise LoadError(_csv_error(path, str(exc), delim)) from None
+            raise LoadError(_csv_error(path, str(exc), delim, m.encoding)) from None
     n = table.num_rows
     # Row numbers as a person sees them: line numbers. Fast when every record is one line.
     newlines = len(breaks) if breaks is not None else int(np.count_nonzero(buf == 10))
@@ -399,8 +400,11 @@ def _csv_line_numbers(data: bytes, m: Mapping, delim: str) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64)
 
 
-def _csv_error(path: Path, message: str, delim: str) -> str:
+def _csv_error(path: Path, message: str, delim: str, encoding: str = "utf-8") -> str:
     """One sentence for an unreadable CSV, without echoing the row (it may name a patient)."""
+    if "UTF8" in message or "UTF-8" in message:  # bytes past the first 64 KB
+        return (f"{path.name} is not readable as {encoding}; "
+                "set encoding in the mapping file")
     shape = re.search(r"Expected (\d+) columns, got (\d+)", message)
     shown = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}.get(delim, repr(delim))
     if shape:
