@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -136,6 +137,19 @@ def test_a_character_cut_by_the_first_piece_read_is_not_an_encoding_error(tmp_pa
     p = write(tmp_path, "s.csv", text)
     r = load(p)
     assert r.rows_read == 3 and r.data["notes"].iloc[-1] == "ü"
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_a_header_name_spanning_lines_keeps_its_column_as_text(tmp_path, eol):
+    """Every column is read as text, also one whose quoted header holds a line break:
+    ids keep their leading zeros."""
+    p = write(tmp_path, "s.csv", f'"Patienten-{eol}Nr.";Datum{eol}00123;2025-01-02{eol}'
+              f"00124;2025-01-03{eol}")
+    name = json.dumps(f"Patienten-{eol}Nr.")  # a TOML basic string, escapes and all
+    m = write(tmp_path, "m.toml", f'[columns]\npatient_id = {name}\nsession_date = "Datum"\n')
+    r = load(p, mapping=m)
+    assert r.data["patient_id"].tolist() == ["00123", "00124"]
+    assert r.data["source_row"].tolist() == [3, 4]
 
 
 def test_encoding_from_mapping(tmp_path):

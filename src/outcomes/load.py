@@ -189,7 +189,10 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pa.Arra
         raise LoadError(f"{path.name} has no header on row {m.header_row}")
     body = "\n".join(lines[m.header_row - 1:m.header_row + 50])
     delim = m.delimiter or _sniff_delimiter(body)
-    header = next(csv.reader([lines[m.header_row - 1]], delimiter=delim))
+    # the header record as the reader sees it: a quoted name may span lines
+    skipped = re.match(r"(?:[^\r\n]*(?:\r\n|\n|\r)){" + str(m.header_row - 1) + "}", head)
+    header = next(csv.reader(io.StringIO(head[skipped.end() if skipped else 0:], newline=""),
+                             delimiter=delim))
     _check_headers(header, path)
     # large_string: what pandas' string columns hold, so to_pandas copies nothing
     conv = pacsv.ConvertOptions(column_types={h: pa.large_string() for h in header},
