@@ -300,6 +300,24 @@ def test_duplicates_rejected_naming_the_first_row(tmp_path):
         [3, "duplicate of row 2"], [5, "duplicate of row 2"]]
 
 
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+@pytest.mark.parametrize("final_eol", [True, False])
+@pytest.mark.parametrize("multi_line", [False, True])
+def test_duplicates_are_the_same_record_text_whatever_else_the_file_holds(
+        tmp_path, eol, final_eol, multi_line):
+    """Whether a row repeats another must not depend on other rows (a note spanning
+    lines elsewhere) or on the file's last line lacking its line end."""
+    rows = ["patient_id;session_date;energy_start_mj;notes",
+            "P1;2025-01-05;25;A", 'P1;2025-01-05;25;"A"',  # other text: not a repeat
+            "P2;2025-01-06;25;" + ('"two\nlines"' if multi_line else "one line"),
+            "P1;2025-01-05;25;A"]
+    text = eol.join(r.replace("\n", eol) for r in rows) + (eol if final_eol else "")
+    r = load(write(tmp_path, "s.csv", text))
+    accounted(r)
+    last = 6 if multi_line else 5
+    assert r.rejections[["row", "reason"]].values.tolist() == [[last, "duplicate of row 2"]]
+
+
 def test_repeated_session_id_rejected(tmp_path):
     r = load(write(tmp_path, "s.csv", "session_id,patient_id,session_date\n"
                    "S1,P1,2025-01-02\nS1,P2,2025-01-03\n"))
@@ -601,9 +619,9 @@ def csv_layouts(draw):
             [f"P{len(starts)}", "2025-01-02", draw(cell)]
         starts.append(line_no)
         lines.append(",".join(cells))
-    text = eol.join(part.replace("\n", eol) if "\r" not in part else part
-                    for part in lines)
-    return text + draw(st.sampled_from(["", eol])), starts, titles + 1
+    lines = [part.replace("\n", eol) if "\r" not in part else part for part in lines]
+    records = [part for part in lines[titles + 1:] if part]
+    return eol.join(lines) + draw(st.sampled_from(["", eol])), starts, titles + 1, records
 
 
 @settings(max_examples=150, deadline=None,
@@ -611,16 +629,20 @@ def csv_layouts(draw):
 @given(layout=csv_layouts())
 def test_rows_are_numbered_by_the_line_each_record_starts_on(tmp_path, layout):
     """Record lines followed through quotes (vectorised) and Python's csv module agree
-    with where the records were written."""
+    with where the records were written; the record texts (duplicate keys) are those
+    written, without their line ends."""
     from outcomes.load import Mapping, _csv_line_numbers, _record_lines, _scan
 
-    text, starts, header_row = layout
+    text, starts, header_row, records = layout
     data = text.encode("utf-8")
     buf = np.frombuffer(data, dtype=np.uint8)
     breaks, quotes = _scan(buf)
-    lines = _record_lines(buf, breaks, quotes, ",", header_row - 1)
-    assert lines is not None
+    found = _record_lines(buf, breaks, quotes, ",", header_row - 1)
+    assert found is not None
+    lines, spans = found
     assert lines.tolist() == starts
+    assert [buf[a:b].tobytes().decode() for a, b in zip(spans.starts, spans.stops,
+                                                        strict=True)] == records
     assert _csv_line_numbers(data, Mapping(header_row=header_row), ",").tolist() == starts
     path = tmp_path / "s.csv"
     path.write_bytes(data)

@@ -172,7 +172,7 @@ def _file_bytes(path: Path) -> Any:
     return pa.memory_map(str(path), "r").read_buffer()
 
 
-def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pa.Array | None]:
+def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, RecordText | None]:
     data = _file_bytes(path)  # bytes or an arrow buffer
     buf = np.frombuffer(data, dtype=np.uint8)
     enc = m.encoding.lower().replace("_", "-")
@@ -230,14 +230,16 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, pa.Arra
         rows, keys = _csv_line_numbers(bytes(buf), m, delim), None
     elif newlines + ends_open == m.header_row + n:
         rows = np.arange(m.header_row + 1, m.header_row + 1 + n, dtype=np.int64)
-        # one line per record: the raw line text is the exact-duplicate key
-        keys = _line_keys(data, m.header_row, n, breaks)
+        if breaks is None:
+            breaks = np.flatnonzero(buf == 10)
+        keys = _line_text(buf, breaks, m.header_row, n)
     else:  # values span lines, or blank lines: follow the records through the quotes
-        lines = None if breaks is None else _record_lines(buf, breaks, quotes, delim,
+        found = None if breaks is None else _record_lines(buf, breaks, quotes, delim,
                                                           m.header_row - 1)
-        if lines is None or len(lines) != n:
-            lines = _csv_line_numbers(bytes(buf), m, delim)
-        rows, keys = lines, None
+        if found is not None and len(found[0]) == n:
+            rows, keys = found
+        else:
+            rows, keys = _csv_line_numbers(bytes(buf), m, delim), None
     return _blank_headers(table.to_pandas()), rows, keys
 
 
@@ -338,26 +340,45 @@ def _values_stay_on_their_line(buf: np.ndarray, breaks: np.ndarray, q: np.ndarra
     return not outside.any()
 
 
-def _line_keys(data: Any, skip: int, n: int, breaks: np.ndarray | None = None) -> pa.Array:
-    """Lines skip … skip+n-1 of the file, each with its line break, as arrow binary values.
+@dataclass(frozen=True)
+class RecordText:
+    """Where each data record's text lies in the file's bytes, without its line end: the
+    exact-duplicate key (a record repeating an earlier one byte for byte)."""
 
-    The values point into `data` (no copy). Only a last line without a line break lacks
-    it; _reject_duplicates allows for that.
-    """
-    if breaks is None:
-        breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-    starts = np.concatenate(([0], breaks + 1))  # where each line starts; then the end
-    offsets = starts[skip:skip + n + 1]
-    if len(offsets) < n + 1:
-        offsets = np.append(offsets, len(data))
-    return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(
-        np.ascontiguousarray(offsets, dtype=np.int64)), pa.py_buffer(memoryview(data))])
+    buf: np.ndarray
+    starts: np.ndarray
+    stops: np.ndarray
+
+    @classmethod
+    def of(cls, buf: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> RecordText:
+        """Spans ending at a line feed or the file's end; a CR before the feed is dropped,
+        so a last line without its CRLF equals the same line with it."""
+        stops = stops - ((stops > starts) & (buf[np.maximum(stops - 1, 0)] == 13))
+        return cls(buf, starts.astype(np.int64), stops.astype(np.int64))
+
+    def lengths(self) -> np.ndarray:
+        return self.stops - self.starts
+
+    def codes(self, rows: np.ndarray) -> np.ndarray:
+        """The given records' texts numbered in order of first appearance."""
+        texts = [self.buf[a:b].tobytes() for a, b in zip(self.starts[rows], self.stops[rows],
+                                                          strict=True)]
+        return pa.array(texts, pa.large_binary()).dictionary_encode().indices.to_numpy()\
+            .astype(np.int64)
+
+
+def _line_text(buf: np.ndarray, breaks: np.ndarray, skip: int, n: int) -> RecordText:
+    """Lines skip … skip+n-1 (0-based) of a file whose records are its lines."""
+    starts = np.r_[0, breaks + 1][skip:skip + n]
+    stops = np.r_[breaks, len(buf)][skip:skip + n]
+    return RecordText.of(buf, starts, stops)
 
 
 def _record_lines(buf: np.ndarray, breaks: np.ndarray, q: np.ndarray | None, delim: str,
-                  skip: int) -> np.ndarray | None:
-    """Start line of each data record, as the CSV reader splits them, from the positions
-    of the line feeds and quotes (see _scan); None when counting cannot follow the quotes.
+                  skip: int) -> tuple[np.ndarray, RecordText] | None:
+    """Start line and text of each data record, as the CSV reader splits them, from the
+    positions of the line feeds and quotes (see _scan); None when counting cannot follow
+    the quotes.
 
     As the reader does: the first `skip` lines are skipped as lines; then a line feed
     inside quotes continues the record, an empty line (or a lone CR before the feed) is
@@ -384,7 +405,9 @@ def _record_lines(buf: np.ndarray, breaks: np.ndarray, q: np.ndarray | None, del
     start_line = np.r_[skip + 1, ends + 2]  # feed i ends line i + 1
     length = stops - starts
     lone_cr = (length == 1) & (buf[np.minimum(starts, max(len(buf) - 1, 0))] == 13)
-    return start_line[(length > 0) & ~lone_cr][1:].astype(np.int64)
+    record = np.flatnonzero((length > 0) & ~lone_cr)[1:]  # the first is the header
+    return (start_line[record].astype(np.int64),
+            RecordText.of(buf, starts[record], stops[record]))
 
 
 def _csv_line_numbers(data: bytes, m: Mapping, delim: str) -> np.ndarray:
@@ -938,13 +961,13 @@ def load(path: str | Path, mapping: Mapping | str | Path | None = None, table: s
     m = mapping or Mapping()
     bar = Progress(4, f"loading {path.name}", enabled=progress)
     reader = {"csv": _read_csv, "xlsx": _read_xlsx, "parquet": _read_parquet}[kind]
-    raw, rows, line_keys = reader(path, m)
+    raw, rows, record_text = reader(path, m)
     bar.step("read")
     headers = [str(c) for c in raw.columns]
     raw.columns = headers
     tname = m.table or table or detect_table(path, headers)
     used, unknown = match_columns(headers, tname, m, path.name)
-    result = _normalise(raw, rows, line_keys, tname, used, unknown, m, str(path), kind, bar)
+    result = _normalise(raw, rows, record_text, tname, used, unknown, m, str(path), kind, bar)
     bar.close()
     return result
 
@@ -1027,7 +1050,7 @@ def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: M
         lambda x: parse_date(x, m.date_format, excel_serials=kind == "xlsx"), s)
 
 
-def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None, table: str,
+def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | None, table: str,
                used: dict[str, str], unknown: list[str], m: Mapping, file: str, kind: str,
                bar: Progress) -> LoadResult:
     """Parse every used column, reject unusable rows, warn on odd values, build the table."""
@@ -1094,7 +1117,7 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, line_keys: pd.Series | None,
     # patient and day as one number per row: equal rows have equal keys
     patient_day = _pair_key(keys["patient_id"], keys[date_field])
     shared = _shared(patient_day)  # only these rows can repeat another row or its day
-    _reject_duplicates(raw, line_keys, rows, reject, patient_day, shared)
+    _reject_duplicates(raw, record_text, rows, reject, patient_day, shared)
     if table == "sessions":
         _derive_session_ids(values, rejected, rows, reject, patient_day, shared)
     bar.step("checked")
@@ -1214,33 +1237,23 @@ def _shared(key: np.ndarray) -> np.ndarray:
     return np.flatnonzero(pd.Series(key).duplicated(keep=False).to_numpy())
 
 
-def _reject_duplicates(raw: pd.DataFrame, line_keys: pa.Array | None, rows: np.ndarray,
+def _reject_duplicates(raw: pd.DataFrame, text: RecordText | None, rows: np.ndarray,
                        reject: Any, patient_day: np.ndarray, shared: np.ndarray) -> None:
     """A row that repeats an earlier row exactly is a duplicate of that row.
 
-    Equal rows have the same patient and date (`shared`: the rows whose patient and day
-    occur more than once) and, in a CSV, lines of the same length: only rows that share
-    those are compared in full.
+    In a CSV, exactly means the record's text (without its line end); otherwise every
+    value. Equal rows have the same patient and date (`shared`: the rows whose patient
+    and day occur more than once) and, in a CSV, texts of the same length: only rows
+    that share those are compared in full.
     """
     n = len(raw)
     if n == 0:
         return
-    one_line = line_keys is not None and len(line_keys) == n
-    if one_line:  # one line per record: compare the lines verbatim
-        lengths = pc.binary_length(line_keys).to_numpy().astype(np.int64)
-        last = line_keys[-1].as_py()
-        open_end = not last.endswith(b"\n")  # every other line ends with its line break
-        lengths[:n - 1 if open_end else n] -= 1
-        cand = shared[_shared(_pair_key(lengths[shared], patient_day[shared]))]
+    if text is not None and len(text.starts) == n:
+        cand = shared[_shared(_pair_key(text.lengths()[shared], patient_day[shared]))]
         if len(cand) == 0:
             return
-        codes = line_keys.take(pa.array(cand)).dictionary_encode().indices.to_numpy()
-        codes = codes.astype(np.int64)
-        if open_end and cand[-1] == n - 1 and len(cand) > 1:
-            sub = line_keys.take(pa.array(cand[:-1]))
-            same = pc.index(sub, pa.scalar(last + b"\n", line_keys.type)).as_py()
-            if same >= 0:
-                codes[-1] = codes[same]
+        codes = text.codes(cand)
     else:
         cand = shared
         if len(cand) == 0:
