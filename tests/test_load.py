@@ -293,6 +293,23 @@ def test_unusable_file_hints_at_decimal_only_for_numbers_with_the_other_sign(tmp
     assert "not a number" in words.unusable() and "decimal" not in words.unusable()
 
 
+def test_placeholder_patient_ids_are_missing_ids(tmp_path):
+    p = write(tmp_path, "s.csv", "patient_id,session_date\nP1,2025-01-02\nn/a,2025-01-02\n"
+              " - ,2025-01-03\n?,2025-01-04\nNULL,2025-01-05\n")
+    r = load(p)
+    assert r.data["patient_id"].tolist() == ["P1"]
+    assert r.rejections[["row", "reason", "value"]].values.tolist() == [
+        [3, "missing patient_id", "n/a"], [4, "missing patient_id", " - "],
+        [5, "missing patient_id", "?"], [6, "missing patient_id", "NULL"]]
+
+
+def test_mapping_saved_with_a_byte_order_mark_is_read(tmp_path):
+    p = write(tmp_path, "s.csv", "Nr;Datum\nP1;2025-01-02\n")
+    m = tmp_path / "m.toml"
+    m.write_text('[columns]\npatient_id = "Nr"\nsession_date = "Datum"\n', encoding="utf-8-sig")
+    assert load(p, mapping=m).data["patient_id"].tolist() == ["P1"]
+
+
 def test_duplicates_rejected_naming_the_first_row(tmp_path):
     r = load(write(tmp_path, "s.csv", HEADER + GOOD + GOOD + "P2,2025-01-03,25,yes,8,2,Dr. A\n"
                    + GOOD))
@@ -332,6 +349,8 @@ def test_implausible_values_kept_and_warned(tmp_path):
     assert r.data["coverage_pct"].iloc[0] == 80
     assert sorted(r.warnings["kind"]) == ["implausible", "unit"]
     assert set(r.warnings["row"]) == {2}
+    pain = load(write(tmp_path, "p.csv", "patient_id,session_date,pain_nrs\nP1,2025-01-02,12\n"))
+    assert pain.warnings["message"].tolist() == ["pain_nrs outside the plausible range 0–10"]
 
 
 def test_warnings_show_the_value_as_the_file_writes_it(tmp_path):
@@ -523,9 +542,12 @@ JUNK = ["", "  ", "abc", "2025-02-31", "2025-13-01", "03/04/2025", "x", "no", "-
 def oracle(column: str, text: str):
     """What the loader must make of one cell: a value, None (missing), or BAD."""
     t = text.strip()
-    if column in ("patient_id", "notes"):
+    if column == "notes":
         return t or None
-    if t.lower() in MISSING_WORDS:
+    if t.lower() in MISSING_WORDS:  # also for ids: 'n/a' is no patient
+        return None
+    if column == "patient_id":
+        return t
         return None
     if column == "session_date":
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):

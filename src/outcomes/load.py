@@ -85,7 +85,7 @@ def read_mapping(path: str | Path) -> Mapping:
     if not path.is_file():
         raise LoadError(f"mapping file {path} does not exist")
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # Notepad writes a BOM
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise LoadError(f"mapping file {path} is not valid TOML: {exc}") from None
     where = f"mapping file {path.name}"
@@ -1038,7 +1038,10 @@ def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: M
         return _parse_by_value(lambda x: parse_float(x, m.decimal), s)
     f = fields[fname]
     if f.type == "string":
-        return parse_string(s)
+        text, bad, why = parse_string(s)
+        if fname in ("patient_id", "session_id"):  # 'n/a', '-', '?' stand for no id
+            text = text.mask(pd.Series(_missing(text), index=text.index))
+        return text, bad, why
     if f.type == "float":
         factor = UNITS[m.units.get(fname, "mJ")]
         return _parse_by_value(lambda x: parse_float(x, m.decimal, factor), s)
@@ -1450,7 +1453,7 @@ def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
                 add(joules, f.name, "unit", f"{f.name} below 1 mJ looks like joules; if the "
                     f"export gives J, set [units] {f.name} = \"J\" in the mapping file")
             add(((col < low) | (col > high)) & ~joules, f.name, "implausible",
-                f"{f.name} outside the plausible range {f.low:g}–{f.high:g} {f.unit or ''}".strip())
+                _range_warning(f))
         if f.allowed and f.type == "string" and f.name != "rater":
             add(col.notna() & ~col.isin(list(f.allowed)), f.name, "not_allowed",
                 f"{f.name} is not one of {', '.join(f.allowed)}")
@@ -1461,6 +1464,14 @@ def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
         return pd.DataFrame(columns=WARNING_COLUMNS)
     return pd.concat(parts, ignore_index=True)[WARNING_COLUMNS].sort_values(
         ["row", "field"], kind="stable").reset_index(drop=True)
+
+
+def _range_warning(f: schema.Field) -> str:
+    """'coverage_pct outside the plausible range 1–30 %' (a unit naming its own scale,
+    such as 'NRS 0–10', is not repeated)."""
+    span = f"{f.low:g}–{f.high:g}"
+    unit = "" if not f.unit or span in f.unit else f" {f.unit}"
+    return f"{f.name} outside the plausible range {span}{unit}"
 
 
 def combine(results: list[LoadResult]) -> LoadResult:
