@@ -152,6 +152,38 @@ def test_a_header_name_spanning_lines_keeps_its_column_as_text(tmp_path, eol):
     assert r.data["source_row"].tolist() == [3, 4]
 
 
+@pytest.mark.parametrize("n", [20, 9_000])
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_a_few_rows_with_the_wrong_number_of_fields_are_rejected_not_the_file(tmp_path, n,
+                                                                              eol):
+    """A short row, a long row and a line of spaces are rejected at their lines; the
+    other rows load (a note spanning lines included)."""
+    lines = ["patient_id,session_date,notes"]
+    lines += [f"P{i},2025-01-{1 + i % 28:02d},n{i}" for i in range(n)]
+    lines[5] = "P4,2025-01-05"
+    lines[9] = "P8,2025-01-09,x,y"
+    lines[12] = "   "
+    lines[15] = 'P14,2025-01-15,"two' + eol + 'lines"'
+    r = load(write(tmp_path, "s.csv", eol.join(lines) + eol), progress=False)
+    accounted(r)
+    assert r.rows_read == n
+    assert r.rejections[["row", "value", "reason"]].values.tolist() == [
+        [6, "P4,2025-01-05", "2 fields where the header has 3"],
+        [10, "P8,2025-01-09,x,y", "4 fields where the header has 3"],
+        [13, "   ", "1 fields where the header has 3"]]
+    kept = r.data.set_index("source_row")
+    assert kept.loc[16, "notes"] == f"two{eol}lines" and kept.loc[18, "patient_id"] == "P15"
+    assert len(r.data) == n - 3
+
+
+def test_many_rows_with_the_wrong_number_of_fields_reject_the_file_naming_a_line(tmp_path):
+    lines = ["patient_id,session_date,notes"] + [f"P{i},2025-01-02,a,b" if i % 2 else
+                                                 f"P{i},2025-01-02,n" for i in range(40)]
+    with pytest.raises(LoadError, match=r"line 3 has 4 fields where the header has 3; "
+                                        r"check the delimiter"):
+        load(write(tmp_path, "s.csv", "\n".join(lines) + "\n"))
+
+
 def test_encoding_from_mapping(tmp_path):
     text = "patient_id;session_date;operator\nP1;2025-01-02;Dr. Müller\n"
     p = write(tmp_path, "s.csv", text, encoding="latin-1")

@@ -172,7 +172,8 @@ def _file_bytes(path: Path) -> Any:
     return pa.memory_map(str(path), "r").read_buffer()
 
 
-def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, RecordText | None]:
+def _read_csv(path: Path, m: Mapping
+              ) -> tuple[pd.DataFrame, np.ndarray, RecordText | None, pd.DataFrame | None]:
     data = _file_bytes(path)  # bytes or an arrow buffer
     buf = np.frombuffer(data, dtype=np.uint8)
     enc = m.encoding.lower().replace("_", "-")
@@ -200,14 +201,15 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, RecordT
                                 quoted_strings_can_be_null=True)
     table = None
     breaks = None
+    skipped_fast: list[Any] = []  # rows with the wrong number of fields, per read
+    skipped_full: list[Any] = []
     if _one_byte_lines(m.encoding):
         # Reading with newlines_in_values=False is much faster, but the reader then splits
         # the file into blocks at any line break: the table is kept only when no value
         # spans a line, which the scan (run meanwhile: numpy and arrow free the GIL) tells.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            fast = pool.submit(_read_csv_table, data, m,
-                               pacsv.ParseOptions(delimiter=delim, newlines_in_values=False),
-                               conv)
+            fast = pool.submit(_read_csv_table, data, m, _parse_options(
+                delim, newlines_in_values=False, skipped=skipped_fast), conv)
             breaks, quotes = _scan(buf)
             lines_are_records = _values_stay_on_their_line(buf, breaks, quotes, delim)
             try:
@@ -218,11 +220,18 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, RecordT
                 table = None
     if table is None:
         try:
-            table = _read_csv_table(data, m, pacsv.ParseOptions(delimiter=delim,
-                                                                newlines_in_values=True), conv)
+            table = _read_csv_table(data, m, _parse_options(
+                delim, newlines_in_values=True, skipped=skipped_full), conv)
         except pa.ArrowInvalid as exc:
             raise LoadError(_csv_error(path, str(exc), delim, m.encoding)) from None
+    else:
+        skipped_full = skipped_fast
     n = table.num_rows
+    frame = _blank_headers(table.to_pandas())
+    if skipped_full:  # rows with the wrong number of fields: found again, by line
+        rows, malformed = _malformed_rows(path, bytes(buf), m, delim, len(header), n,
+                                          len(skipped_full))
+        return frame, rows, None, malformed
     # Row numbers as a person sees them: line numbers. Fast when every record is one line.
     newlines = len(breaks) if breaks is not None else int(np.count_nonzero(buf == 10))
     ends_open = len(buf) == 0 or buf[-1] != 10
@@ -240,7 +249,44 @@ def _read_csv(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, RecordT
             rows, keys = found
         else:
             rows, keys = _csv_line_numbers(bytes(buf), m, delim), None
-    return _blank_headers(table.to_pandas()), rows, keys
+    return frame, rows, keys, None
+
+
+def _parse_options(delim: str, newlines_in_values: bool, skipped: list[Any]
+                   ) -> pacsv.ParseOptions:
+    """The reader's options: a row with the wrong number of fields is set aside in
+    `skipped` (the reader cannot say which line it was; _malformed_rows finds it)."""
+    def set_aside(row: Any) -> str:
+        skipped.append(row)
+        return "skip"
+
+    return pacsv.ParseOptions(delimiter=delim, newlines_in_values=newlines_in_values,
+                              invalid_row_handler=set_aside)
+
+
+#: More rows than this with the wrong number of fields (and more than a tenth of them):
+#: the delimiter or quoting is wrong for the whole file, not a few rows.
+MALFORMED_MOST = 10
+
+
+def _malformed_rows(path: Path, data: bytes, m: Mapping, delim: str, width: int, n: int,
+                    skipped: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """Line numbers of the rows read, and a rejection for each row with the wrong number
+    of fields (the reader skipped it): a few such rows are rejected, not the file."""
+    records = _csv_records(data, m, delim)
+    good = np.asarray([line for line, rec in records if len(rec) == width], dtype=np.int64)
+    bad = [(line, rec) for line, rec in records if len(rec) != width]
+    first = f"line {bad[0][0]} has {len(bad[0][1])} fields" if bad else "a row has"
+    shown = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}.get(delim, repr(delim))
+    if len(good) != n or len(bad) != skipped or not len(good) \
+            or len(bad) > max(MALFORMED_MOST, len(records) // 10):
+        raise LoadError(f"{path.name} is not a readable CSV file with delimiter {shown}: "
+                        f"{first} where the header has {width}; check the delimiter (and "
+                        "quoting) in the mapping file")
+    malformed = pd.DataFrame({
+        "row": [line for line, _ in bad], "value": [delim.join(rec) for _, rec in bad],
+        "reason": [f"{len(rec)} fields where the header has {width}" for _, rec in bad]})
+    return good, malformed
 
 
 def _blank_headers(frame: pd.DataFrame) -> pd.DataFrame:
@@ -410,11 +456,12 @@ def _record_lines(buf: np.ndarray, breaks: np.ndarray, q: np.ndarray | None, del
             RecordText.of(buf, starts[record], stops[record]))
 
 
-def _csv_line_numbers(data: bytes, m: Mapping, delim: str) -> np.ndarray:
-    """Start line of each record, for files with blank lines or line breaks inside quotes."""
+def _csv_records(data: bytes, m: Mapping, delim: str) -> list[tuple[int, list[str]]]:
+    """Each data record with the line it starts on, by Python's csv module: for files
+    whose records numpy cannot follow (UTF-16, a lone CR, odd quoting)."""
     text = io.StringIO(data.decode(m.encoding, errors="replace"), newline="")
     reader = csv.reader(text, delimiter=delim)
-    rows: list[int] = []
+    records: list[tuple[int, list[str]]] = []
     start = 1
     for i, rec in enumerate(reader):
         line_no = start
@@ -422,8 +469,13 @@ def _csv_line_numbers(data: bytes, m: Mapping, delim: str) -> np.ndarray:
         if i < m.header_row - 1 + 1:  # rows up to and including the header
             continue
         if rec:  # an empty line is no record; a line of delimiters is (all cells missing)
-            rows.append(line_no)
-    return np.asarray(rows, dtype=np.int64)
+            records.append((line_no, rec))
+    return records
+
+
+def _csv_line_numbers(data: bytes, m: Mapping, delim: str) -> np.ndarray:
+    """Start line of each record, for files with blank lines or line breaks inside quotes."""
+    return np.asarray([line for line, _ in _csv_records(data, m, delim)], dtype=np.int64)
 
 
 def _csv_error(path: Path, message: str, delim: str, encoding: str = "utf-8") -> str:
@@ -449,7 +501,7 @@ def _check_headers(header: list[Any], path: Path) -> None:
         seen.add(h)
 
 
-def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
+def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, None]:
     from python_calamine import CalamineError, CalamineWorkbook
 
     try:
@@ -505,7 +557,7 @@ def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
         col[missing] = None  # an empty cell is missing
         # typed as pandas types what a cell-by-cell map returns
         cols[name] = _infer_cells(col)
-    return pd.DataFrame(cols), rows, None
+    return pd.DataFrame(cols), rows, None, None
 
 
 def _cell_columns(body: list[list[Any]], width: int) -> np.ndarray:
@@ -583,7 +635,7 @@ def _parquet_dtype(t: pa.DataType) -> Any:
     return None
 
 
-def _read_parquet(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None]:
+def _read_parquet(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, None]:
     import pyarrow.parquet as pq
 
     try:
@@ -596,7 +648,7 @@ def _read_parquet(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, Non
     # a named index (df.set_index("patient_id").to_parquet()) holds data: keep it
     named = [n for n in frame.index.names if n is not None and n not in frame.columns]
     frame = (frame.reset_index(level=named) if named else frame).reset_index(drop=True)
-    return frame, np.arange(1, len(frame) + 1, dtype=np.int64), None
+    return frame, np.arange(1, len(frame) + 1, dtype=np.int64), None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -961,13 +1013,14 @@ def load(path: str | Path, mapping: Mapping | str | Path | None = None, table: s
     m = mapping or Mapping()
     bar = Progress(4, f"loading {path.name}", enabled=progress)
     reader = {"csv": _read_csv, "xlsx": _read_xlsx, "parquet": _read_parquet}[kind]
-    raw, rows, record_text = reader(path, m)
+    raw, rows, record_text, malformed = reader(path, m)
     bar.step("read")
     headers = [str(c) for c in raw.columns]
     raw.columns = headers
     tname = m.table or table or detect_table(path, headers)
     used, unknown = match_columns(headers, tname, m, path.name)
-    result = _normalise(raw, rows, record_text, tname, used, unknown, m, str(path), kind, bar)
+    result = _normalise(raw, rows, record_text, tname, used, unknown, m, str(path), kind, bar,
+                        malformed)
     bar.close()
     return result
 
@@ -1055,8 +1108,11 @@ def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: M
 
 def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | None, table: str,
                used: dict[str, str], unknown: list[str], m: Mapping, file: str, kind: str,
-               bar: Progress) -> LoadResult:
-    """Parse every used column, reject unusable rows, warn on odd values, build the table."""
+               bar: Progress, malformed: pd.DataFrame | None = None) -> LoadResult:
+    """Parse every used column, reject unusable rows, warn on odd values, build the table.
+
+    `malformed`: rows the reader could not split into the header's fields (row, value,
+    reason); they are rejected and counted as read."""
     wide = _required_present(table, used, file)
     n = len(raw)
     fields = schema.fields(table)
@@ -1136,6 +1192,11 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | No
                   zip(reject_field[rejected], np.flatnonzero(rejected), strict=True)],
         "reason": reject_reason[rejected],
     }, columns=REJECTION_COLUMNS)
+    if malformed is not None and len(malformed):
+        rej = pd.concat([malformed.assign(file=file, field="(whole row)"), rej],
+                        ignore_index=True)[REJECTION_COLUMNS]
+        rej = rej.sort_values("row", kind="stable").reset_index(drop=True)
+        n += len(malformed)
     absent = [f.name for f in schema.TABLES[table] if f.name not in used
               and not (wide and f.name in ("instrument", "score"))
               and not (table == "sessions" and f.name == "session_id")]
