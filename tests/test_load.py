@@ -176,6 +176,27 @@ def test_a_few_rows_with_the_wrong_number_of_fields_are_rejected_not_the_file(tm
     assert len(r.data) == n - 3
 
 
+def test_a_short_row_beside_a_huge_note_and_below_a_quoted_title(tmp_path):
+    """Finding the short row again reads the file with Python's csv module: no field
+    size limit, and title lines skipped as lines (a quote in a title opens nothing)."""
+    text = ('"Report Q1\npatient_id,session_date,notes\nP1,2024-01-01,ok\nP2,2024-01-02\n'
+            "P3,2024-01-03," + "x" * 200_000 + "\n")
+    p = write(tmp_path, "s.csv", text)
+    (tmp_path / "s.mapping.toml").write_text("[source]\nheader_row = 2\n", encoding="utf-8")
+    r = load(p)
+    accounted(r)
+    assert r.rejections[["row", "reason"]].values.tolist() == [
+        [4, "2 fields where the header has 3"]]
+    assert r.data["source_row"].tolist() == [3, 5]
+    assert len(r.data["notes"].iloc[1]) == 200_000
+
+
+def test_a_headerless_column_is_not_named_over_a_real_one(tmp_path):
+    r = load(write(tmp_path, "s.csv", "patient_id,session_date,,column_3\nP1,2024-01-01,x,y\n"))
+    assert r.unknown_columns == ["column_3_", "column_3"]
+    assert r.data[["column_3_", "column_3"]].values.tolist() == [["x", "y"]]
+
+
 def test_many_rows_with_the_wrong_number_of_fields_reject_the_file_naming_a_line(tmp_path):
     lines = ["patient_id,session_date,notes"] + [f"P{i},2025-01-02,a,b" if i % 2 else
                                                  f"P{i},2025-01-02,n" for i in range(40)]
@@ -351,20 +372,23 @@ def test_duplicates_rejected_naming_the_first_row(tmp_path):
 
 @pytest.mark.parametrize("eol", ["\n", "\r\n"])
 @pytest.mark.parametrize("final_eol", [True, False])
-@pytest.mark.parametrize("multi_line", [False, True])
+@pytest.mark.parametrize("other", ["one line", "multi-line", "short row"])
 def test_duplicates_are_the_same_record_text_whatever_else_the_file_holds(
-        tmp_path, eol, final_eol, multi_line):
+        tmp_path, eol, final_eol, other):
     """Whether a row repeats another must not depend on other rows (a note spanning
-    lines elsewhere) or on the file's last line lacking its line end."""
+    lines, a row with too few fields) or on the file's last line lacking its line end."""
     rows = ["patient_id;session_date;energy_start_mj;notes",
             "P1;2025-01-05;25;A", 'P1;2025-01-05;25;"A"',  # other text: not a repeat
-            "P2;2025-01-06;25;" + ('"two\nlines"' if multi_line else "one line"),
+            {"one line": "P2;2025-01-06;25;one line", "short row": "P2;2025-01-06",
+             "multi-line": 'P2;2025-01-06;25;"two\nlines"'}[other],
             "P1;2025-01-05;25;A"]
     text = eol.join(r.replace("\n", eol) for r in rows) + (eol if final_eol else "")
     r = load(write(tmp_path, "s.csv", text))
     accounted(r)
-    last = 6 if multi_line else 5
-    assert r.rejections[["row", "reason"]].values.tolist() == [[last, "duplicate of row 2"]]
+    last = 6 if other == "multi-line" else 5
+    dups = r.rejections[r.rejections["field"] == "(whole row)"]
+    assert dups[["row", "reason"]].values.tolist()[-1] == [last, "duplicate of row 2"]
+    assert r.data["source_row"].tolist() == [2, 3] + ([4] if other != "short row" else [])
 
 
 def test_repeated_session_id_rejected(tmp_path):
@@ -458,6 +482,17 @@ def test_xlsx_sheet_header_row_real_dates_and_serials(tmp_path):
     assert r.data["test_spot"].tolist()[:2] == [True, False]
     assert r.data["source_row"].tolist() == [4, 5, 8]  # Excel row numbers
     assert r.rejections[["row", "reason"]].values.tolist() == [[6, "impossible date"]]
+
+
+def test_parquet_yes_no_blank_follows_the_mapping_as_in_a_csv(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"patient_id": ["P1", "P2"], "session_date": ["2024-01-01"] * 2,
+                             "test_spot": pa.array([True, None])}), tmp_path / "s.parquet")
+    m = write(tmp_path, "m.toml", '[values]\nfalse = [""]\n')
+    assert load(tmp_path / "s.parquet", mapping=m).data["test_spot"].tolist() == [True, False]
+    assert load(tmp_path / "s.parquet").data["test_spot"].tolist() == [True, pd.NA]
 
 
 def test_parquet_round_trip(tmp_path):

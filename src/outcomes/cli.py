@@ -172,7 +172,7 @@ def validate_json(results: list[LoadResult]) -> dict[str, Any]:
         "rows_loaded": sum(r.rows_loaded for r in results),
         "rows_rejected": sum(r.rows_rejected for r in results),
         "warnings": len(warnings),
-        "unknown_columns": sorted({c for r in results for c in r.unknown_columns}),
+        "unknown_columns": list(dict.fromkeys(c for r in results for c in r.unknown_columns)),
         "rejections": rej.astype({"row": "int64"}).to_dict(orient="records"),
         "warnings_by_kind": warnings.groupby("kind").size().to_dict() if len(warnings) else {},
         "warning_list": warnings.astype({"row": "int64"}).to_dict(orient="records"),

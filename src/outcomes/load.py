@@ -209,7 +209,7 @@ def _read_csv(path: Path, m: Mapping
         # spans a line, which the scan (run meanwhile: numpy and arrow free the GIL) tells.
         with ThreadPoolExecutor(max_workers=1) as pool:
             fast = pool.submit(_read_csv_table, data, m, _parse_options(
-                delim, newlines_in_values=False, skipped=skipped_fast), conv)
+                delim, newlines_in_values=False, skipped=skipped_fast), conv, skipped_fast)
             breaks, quotes = _scan(buf)
             lines_are_records = _values_stay_on_their_line(buf, breaks, quotes, delim)
             try:
@@ -221,7 +221,7 @@ def _read_csv(path: Path, m: Mapping
     if table is None:
         try:
             table = _read_csv_table(data, m, _parse_options(
-                delim, newlines_in_values=True, skipped=skipped_full), conv)
+                delim, newlines_in_values=True, skipped=skipped_full), conv, skipped_full)
         except pa.ArrowInvalid as exc:
             raise LoadError(_csv_error(path, str(exc), delim, m.encoding)) from None
     else:
@@ -231,7 +231,15 @@ def _read_csv(path: Path, m: Mapping
     if skipped_full:  # rows with the wrong number of fields: found again, by line
         rows, malformed = _malformed_rows(path, bytes(buf), m, delim, len(header), n,
                                           len(skipped_full))
-        return frame, rows, None, malformed
+        keys = None
+        found = None if breaks is None else _record_lines(buf, breaks, quotes, delim,
+                                                          m.header_row - 1)
+        if found is not None and len(found[0]) == n + len(malformed):
+            fits = ~np.isin(found[0], malformed["row"].to_numpy())
+            if np.array_equal(found[0][fits], rows):  # the same records: keep their text
+                text = found[1]
+                keys = RecordText(buf, text.starts[fits], text.stops[fits])
+        return frame, rows, keys, malformed
     # Row numbers as a person sees them: line numbers. Fast when every record is one line.
     newlines = len(breaks) if breaks is not None else int(np.count_nonzero(buf == 10))
     ends_open = len(buf) == 0 or buf[-1] != 10
@@ -276,13 +284,13 @@ def _malformed_rows(path: Path, data: bytes, m: Mapping, delim: str, width: int,
     records = _csv_records(data, m, delim)
     good = np.asarray([line for line, rec in records if len(rec) == width], dtype=np.int64)
     bad = [(line, rec) for line, rec in records if len(rec) != width]
-    first = f"line {bad[0][0]} has {len(bad[0][1])} fields" if bad else "a row has"
+    first = (f"line {bad[0][0]} has {len(bad[0][1])} fields where the header has {width}"
+             if bad else f"a row does not have the header's {width} fields")
     shown = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}.get(delim, repr(delim))
     if len(good) != n or len(bad) != skipped or not len(good) \
             or len(bad) > max(MALFORMED_MOST, len(records) // 10):
         raise LoadError(f"{path.name} is not a readable CSV file with delimiter {shown}: "
-                        f"{first} where the header has {width}; check the delimiter (and "
-                        "quoting) in the mapping file")
+                        f"{first}; check the delimiter (and quoting) in the mapping file")
     malformed = pd.DataFrame({
         "row": [line for line, _ in bad], "value": [delim.join(rec) for _, rec in bad],
         "reason": [f"{len(rec)} fields where the header has {width}" for _, rec in bad]})
@@ -299,8 +307,17 @@ def _blank_headers(frame: pd.DataFrame) -> pd.DataFrame:
     keep = [j for j in range(len(names))
             if j not in blank or _as_text(frame.iloc[:, j]).notna().any()]
     out = frame.iloc[:, keep]
-    out.columns = [f"column_{j + 1}" if j in blank else names[j] for j in keep]
+    out.columns = [_unused_name(j, names) if j in blank else names[j] for j in keep]
     return out
+
+
+def _unused_name(j: int, names: list[str]) -> str:
+    """column_N for the headerless column at position j (0-based), N its position, made
+    unique against the file's own headers."""
+    name = f"column_{j + 1}"
+    while name in names:
+        name += "_"
+    return name
 
 
 def _scan(buf: np.ndarray, step: int = 1 << 18) -> tuple[np.ndarray, np.ndarray | None]:
@@ -335,9 +352,12 @@ def _scan(buf: np.ndarray, step: int = 1 << 18) -> tuple[np.ndarray, np.ndarray 
 
 
 def _read_csv_table(data: Any, m: Mapping, parse_opts: pacsv.ParseOptions,
-                    conv: pacsv.ConvertOptions) -> pa.Table:
-    """Every column as text; a record longer than arrow's default block is read again."""
+                    conv: pacsv.ConvertOptions, skipped: list[Any] | None = None) -> pa.Table:
+    """Every column as text; a record longer than arrow's default block is read again
+    (`skipped`, filled by parse_opts' invalid-row handler, starts afresh then)."""
     for block_size in (None, 1 << 26):
+        if skipped is not None:
+            skipped.clear()
         read_opts = pacsv.ReadOptions(skip_rows=m.header_row - 1, encoding=m.encoding,
                                       **({"block_size": block_size} if block_size else {}))
         try:
@@ -459,17 +479,24 @@ def _record_lines(buf: np.ndarray, breaks: np.ndarray, q: np.ndarray | None, del
 def _csv_records(data: bytes, m: Mapping, delim: str) -> list[tuple[int, list[str]]]:
     """Each data record with the line it starts on, by Python's csv module: for files
     whose records numpy cannot follow (UTF-16, a lone CR, odd quoting)."""
-    text = io.StringIO(data.decode(m.encoding, errors="replace"), newline="")
-    reader = csv.reader(text, delimiter=delim)
+    csv.field_size_limit(2**31 - 1)  # a long note is a value, not an error
+    text = data.decode(m.encoding, errors="replace")
+    # the lines above the header are skipped as lines, as the reader skips them
+    skip = m.header_row - 1
+    above = re.match(r"(?:[^\r\n]*(?:\r\n|\n|\r)){" + str(skip) + "}", text)
+    reader = csv.reader(io.StringIO(text[above.end() if above else 0:], newline=""),
+                        delimiter=delim)
     records: list[tuple[int, list[str]]] = []
-    start = 1
-    for i, rec in enumerate(reader):
+    start = skip + 1
+    header_seen = False
+    for rec in reader:
         line_no = start
-        start = reader.line_num + 1
-        if i < m.header_row - 1 + 1:  # rows up to and including the header
+        start = skip + reader.line_num + 1
+        if not rec:  # an empty line is no record; a line of delimiters is (all cells missing)
             continue
-        if rec:  # an empty line is no record; a line of delimiters is (all cells missing)
+        if header_seen:
             records.append((line_no, rec))
+        header_seen = True
     return records
 
 
@@ -542,7 +569,7 @@ def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, 
     for j, h in enumerate(header):
         if not h and (not len(keep) or empty[keep, j].all()):
             continue  # no header and nothing in it: a spreadsheet's spare column
-        name = h or f"column_{j + 1}"
+        name = h or _unused_name(j, header)
         if not len(keep):
             cols[name] = pd.Series([], dtype=object)
             continue
@@ -772,7 +799,10 @@ def parse_bool(s: pd.Series, true_words: set[str], false_words: set[str]) -> tup
     """Yes/no field: spellings case- and space-insensitive; blank is missing unless mapped."""
     reason = "not a yes/no value"
     if pd.api.types.is_bool_dtype(s.dtype):
-        return s.astype("boolean"), np.zeros(len(s), dtype=bool), reason
+        out = s.astype("boolean")
+        if "" in false_words or "" in true_words:  # a blank cell mapped, as in a CSV
+            out = out.fillna("" in true_words)
+        return out, np.zeros(len(s), dtype=bool), reason
     if pd.api.types.is_numeric_dtype(s.dtype):
         # numbers (Excel, Parquet) read as the words a CSV would hold: 1 and 2 under the
         # mapping's [values] spellings, a blank cell as '' (one parse per distinct number)
