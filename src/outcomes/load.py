@@ -1123,7 +1123,9 @@ def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: M
     if f.type == "string":
         text, bad, why = parse_string(s)
         if fname in ("patient_id", "session_id"):  # 'n/a', '-', '?' stand for no id
-            text = text.mask(pd.Series(_missing(text), index=text.index))
+            placeholder = _missing(text) & text.notna().to_numpy()
+            if placeholder.any():
+                text = text.mask(pd.Series(placeholder, index=text.index))
         return text, bad, why
     if f.type == "float":
         factor = UNITS[m.units.get(fname, "mJ")]
