@@ -419,8 +419,10 @@ class RecordText:
     def of(cls, buf: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> RecordText:
         """Spans ending at a line feed or the file's end; a CR before the feed is dropped,
         so a last line without its CRLF equals the same line with it."""
-        stops = stops - ((stops > starts) & (buf[np.maximum(stops - 1, 0)] == 13))
-        return cls(buf, starts.astype(np.int64), stops.astype(np.int64))
+        before = buf[np.maximum(stops - 1, 0)]
+        if (before == 13).any():
+            stops = stops - ((stops > starts) & (before == 13))
+        return cls(buf, starts.astype(np.int64, copy=False), stops.astype(np.int64, copy=False))
 
     def lengths(self) -> np.ndarray:
         return self.stops - self.starts
@@ -434,9 +436,12 @@ class RecordText:
 
 
 def _line_text(buf: np.ndarray, breaks: np.ndarray, skip: int, n: int) -> RecordText:
-    """Lines skip … skip+n-1 (0-based) of a file whose records are its lines."""
-    starts = np.r_[0, breaks + 1][skip:skip + n]
-    stops = np.r_[breaks, len(buf)][skip:skip + n]
+    """Lines skip … skip+n-1 (0-based, skip >= 1: below the header) of a file whose
+    records are its lines."""
+    starts = breaks[skip - 1:skip - 1 + n] + 1
+    stops = breaks[skip:skip + n]
+    if len(stops) < n:  # the last line has no line feed
+        stops = np.append(stops, len(buf))
     return RecordText.of(buf, starts, stops)
 
 
