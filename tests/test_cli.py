@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "outcomes.cli", *args], capture_output=True, check=False,
+    return subprocess.run([sys.executable, "-m", "outcomes", *args], capture_output=True, check=False,
                           text=True, cwd=cwd or ROOT, timeout=600)
 
 
