@@ -363,6 +363,50 @@ def test_mapping_saved_with_a_byte_order_mark_is_read(tmp_path):
     assert load(p, mapping=m).data["patient_id"].tolist() == ["P1"]
 
 
+def test_numbers_with_a_typographic_minus_grouped_digits_or_a_percent_sign(tmp_path):
+    p = write(tmp_path, "s.csv", "patient_id,session_date,coverage_pct,pass_wait_min\n"
+              "P1,2025-01-02,8%,\u22122\nP2,2025-01-03,8 %,1 234\nP3,2025-01-04,8,2 5\n")
+    r = load(p)
+    assert r.data["coverage_pct"].tolist() == [8, 8]
+    assert r.data["pass_wait_min"].tolist() == [-2, 1234]
+    assert r.rejections[["row", "field", "value"]].values.tolist() == [
+        [4, "pass_wait_min", "2 5"]]
+
+
+def test_a_mapping_names_a_wrapped_header_as_it_reads(tmp_path):
+    """A header typed with Alt-Enter in Excel ('Session\\ndate') is 'Session date'."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["Patient  ID", "Session\ndate"])
+    ws.append(["P1", dt.date(2025, 1, 2)])
+    wb.save(tmp_path / "s.xlsx")
+    m = write(tmp_path, "m.toml", '[columns]\npatient_id = "patient id"\n'
+              'session_date = "Session date"\n')
+    assert load(tmp_path / "s.xlsx", mapping=m).data["patient_id"].tolist() == ["P1"]
+
+
+def test_header_only_csv_without_a_line_end_has_no_rows(tmp_path):
+    r = load(write(tmp_path, "s.csv", "patient_id,session_date"))
+    assert (r.rows_read, r.rows_loaded, r.rows_rejected) == (0, 0, 0)
+
+
+def test_dates_and_percents_a_spreadsheet_gets_wrong_are_warned(tmp_path):
+    """8 % in a percent cell is 0.08; 3 in a date cell is 1900-01-02; a two-digit year
+    puts a birth after the session."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["patient_id", "session_date", "coverage_pct", "date_of_birth"])
+    ws.append(["P1", dt.date(2025, 1, 2), 0.08, dt.date(1980, 5, 6)])
+    ws.append(["P2", 3, 8, dt.date(2055, 5, 12)])
+    wb.save(tmp_path / "s.xlsx")
+    r = load(tmp_path / "s.xlsx")
+    assert r.rows_loaded == 2  # kept as they are
+    got = sorted(zip(r.warnings["row"], r.warnings["field"], r.warnings["kind"], strict=True))
+    assert got == [(2, "coverage_pct", "unit"), (3, "date_of_birth", "future_date"),
+                   (3, "date_of_birth", "implausible"), (3, "session_date", "implausible")]
+    assert "fraction" in r.warnings.loc[r.warnings["field"] == "coverage_pct", "message"].iloc[0]
+
+
 def test_duplicates_rejected_naming_the_first_row(tmp_path):
     r = load(write(tmp_path, "s.csv", HEADER + GOOD + GOOD + "P2,2025-01-03,25,yes,8,2,Dr. A\n"
                    + GOOD))
@@ -435,6 +479,24 @@ def test_long_outcomes_checked_against_the_instrument_registry(tmp_path):
     assert r.data["rater"].tolist() == ["patient", "clinician"]
     assert [x.split(" (")[0] for x in r.rejections["reason"]] == [
         "outside satisfaction's range 1–5", "unknown instrument"]
+
+
+def test_long_outcomes_read_instruments_as_wide_headers_are_read(tmp_path):
+    """'Hair density' names hair_density in a long file as in a wide header; a missing
+    rater is the instrument's own; 'Follow-up date' is the assessment date."""
+    p = write(tmp_path, "outcomes.csv", "patient_id,Follow-up date,instrument,score,rater\n"
+              "P1,2025-01-10,Hair density,120,\nP1,2025-01-10, GPA ,\u22122,\n"
+              "P2,2025-01-11,satisfaction,6,patient\n")
+    r = load(p)
+    assert r.data[["instrument", "score", "rater"]].values.tolist() == [
+        ["hair_density", 120, "clinician"], ["gpa", -2, "clinician"]]
+    assert r.rejections["reason"].tolist() == ["outside satisfaction's range 1–5"]
+
+
+def test_outcome_range_without_a_top_reads_as_a_lower_bound(tmp_path):
+    p = write(tmp_path, "outcomes.csv", "patient_id,assessment_date,instrument,score\n"
+              "P1,2025-01-10,hair_density,-4\n")
+    assert load(p).rejections["reason"].tolist() == ["outside hair_density's range ≥ 0"]
 
 
 def test_wide_outcomes_become_long(tmp_path):
@@ -603,7 +665,8 @@ def test_input_file_never_changed(tmp_path):
 
 COLUMNS = ["patient_id", "session_date", "energy_start_mj", "passes", "test_spot", "notes"]
 JUNK = ["", "  ", "abc", "2025-02-31", "2025-13-01", "03/04/2025", "x", "no", "-1", "1e400",
-        "NaN", "n/a", "3,5", "2.5", ";", '"', "a\nb", "é", "=1+1", "0", "1", "1e3", " 7 "]
+        "NaN", "n/a", "3,5", "2.5", ";", '"', "a\nb", "é", "=1+1", "0", "1", "1e3", " 7 ",
+        "1 234", "2 5", "\u22122"]
 
 
 def oracle(column: str, text: str):
@@ -626,8 +689,8 @@ def oracle(column: str, text: str):
     if column == "test_spot":
         low = t.lower()
         return True if low in TRUE_WORDS else False if low in FALSE_WORDS else "BAD"
-    try:
-        v = float(t.replace(" ", ""))
+    try:  # spaces only between groups of three digits; U+2212 is a minus
+        v = float(re.sub(r"(?<=\d) (?=\d{3}(?!\d))", "", t).replace("\u2212", "-"))
     except ValueError:
         return "BAD"
     if not math.isfinite(v) or (column == "passes" and v != int(v)):

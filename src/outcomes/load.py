@@ -188,6 +188,10 @@ def _read_csv(path: Path, m: Mapping
     lines = head.splitlines()
     if len(lines) < m.header_row:
         raise LoadError(f"{path.name} has no header on row {m.header_row}")
+    if len(lines) == m.header_row and len(buf) <= 65536 and not head.endswith(("\n", "\r")):
+        # a header without rows or a line end: the reader wants the header's line end
+        data = bytes(buf) + "\n".encode(m.encoding).lstrip(b"\xff\xfe\xfe\xff")
+        buf = np.frombuffer(data, dtype=np.uint8)
     body = "\n".join(lines[m.header_row - 1:m.header_row + 50])
     delim = m.delimiter or _sniff_delimiter(body)
     # the header record as the reader sees it: a quoted name may span lines
@@ -731,8 +735,10 @@ def parse_string(s: pd.Series) -> tuple[pd.Series, np.ndarray, str]:
     return _as_text(s), np.zeros(len(s), dtype=bool), ""
 
 
-def parse_float(s: pd.Series, decimal: str = ".", factor: float = 1) -> tuple[pd.Series, np.ndarray, str]:
-    """Number field: strict parse (decimal point or comma), unit factor applied without noise."""
+def parse_float(s: pd.Series, decimal: str = ".", factor: float = 1, percent: bool = False
+                ) -> tuple[pd.Series, np.ndarray, str]:
+    """Number field: strict parse (decimal point or comma), unit factor applied without noise;
+    a `percent` field also reads '8 %' as 8."""
     values: np.ndarray
     bad = np.zeros(len(s), dtype=bool)
     if pd.api.types.is_bool_dtype(s.dtype):
@@ -750,13 +756,14 @@ def parse_float(s: pd.Series, decimal: str = ".", factor: float = 1) -> tuple[pd
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
                 values = None
         if values is None:
-            values, bad = _parse_float_slow(s, decimal)
+            values, bad = _parse_float_slow(s, decimal, percent)
     if factor != 1:
         values = np.round(values * factor, 9)
     return pd.Series(values, index=s.index, dtype="Float64"), bad, "not a number"
 
 
-def _parse_float_slow(s: pd.Series, decimal: str) -> tuple[np.ndarray, np.ndarray]:
+def _parse_float_slow(s: pd.Series, decimal: str, percent: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray]:
     out = np.full(len(s), np.nan)
     bad = np.zeros(len(s), dtype=bool)
     if s.dtype == object:
@@ -770,7 +777,11 @@ def _parse_float_slow(s: pd.Series, decimal: str) -> tuple[np.ndarray, np.ndarra
         rest = np.ones(len(s), dtype=bool)
     text = _as_text(s[rest])
     missing = _missing(text)
-    t = text.str.replace(" ", "", regex=False)
+    # spaces only between groups of three digits (1 234); a typographic minus is a minus
+    t = text.str.replace(r"(?<=\d) (?=\d{3}(?!\d))", "", regex=True)\
+        .str.replace("\u2212", "-", regex=False)
+    if percent:
+        t = t.str.replace(r"\s*%$", "", regex=True)
     if decimal == ",":
         has_point = t.str.contains(".", regex=False).to_numpy(dtype=bool, na_value=False)
         t = t.str.replace(",", ".", regex=False)
@@ -959,7 +970,7 @@ class LoadResult:
         by = self.rejections.groupby(["field", "reason"], sort=False).size()
         (field, reason), n = by.idxmax(), int(by.max())
         hint = ""
-        if "not a date in the form" in reason:
+        if "not a date in the form" in reason and "date_format" not in reason:
             hint = "; check date_format in the mapping file"
         elif reason == "not a number":
             values = self.rejections.loc[(self.rejections["field"] == field)
@@ -999,13 +1010,16 @@ def match_columns(headers: list[str], table: str, mapping: Mapping | None,
     if table == "outcomes":
         known |= set(schema.INSTRUMENTS)
     used: dict[str, str] = {}
-    by_fold = {h.strip().casefold(): h for h in headers}
+    def fold(h: str) -> str:  # case and spacing aside: a wrapped header cell matches
+        return " ".join(h.split()).casefold()
+
+    by_fold = {fold(h): h for h in headers}
     if mapping is not None:
         for fname, header in mapping.columns.items():
             if fname not in known:
                 raise LoadError(f"mapping file {mapping.path.name if mapping.path else ''} maps "
                                 f"{fname!r}, which is not a field of the {table} table")
-            h = by_fold.get(header.strip().casefold())
+            h = by_fold.get(fold(header))
             if h is None:
                 raise LoadError(f"mapping names column {header!r} for {fname}, "
                                 f"which {file} does not have")
@@ -1134,7 +1148,8 @@ def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: M
         return text, bad, why
     if f.type == "float":
         factor = UNITS[m.units.get(fname, "mJ")]
-        return _parse_by_value(lambda x: parse_float(x, m.decimal, factor), s)
+        percent = f.unit == "%"
+        return _parse_by_value(lambda x: parse_float(x, m.decimal, factor, percent), s)
     if f.type == "int":
         return _parse_by_value(lambda x: parse_int(x, m.decimal), s)
     if f.type == "bool":
@@ -1223,6 +1238,9 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | No
     warnings = _warnings(data, table, m, used, raw, keep)
     if wide:
         data = _melt_wide(data)
+    elif table == "outcomes":  # no rater given: the instrument's own, as for wide exports
+        data["rater"] = data["rater"].fillna(data["instrument"].map(
+            {i: ins.rater for i, ins in schema.INSTRUMENTS.items()}).astype("string"))
     rej = pd.DataFrame({
         "file": file, "row": rows[rejected], "field": reject_field[rejected],
         "value": [_raw_text(raw, used, f, i) for f, i in
@@ -1252,8 +1270,10 @@ def _raw_text(raw: pd.DataFrame, used: dict[str, str], fname: str, i: int) -> st
 def _check_outcomes(values: dict[str, pd.Series], wide: bool, reject: Any) -> None:
     """Instrument known, score within its range, rater patient or clinician."""
     registry = schema.INSTRUMENTS
-    if not wide:
-        inst = values["instrument"].str.strip().str.lower()
+    if not wide:  # 'Hair density' is hair_density, as it is as a wide column's header
+        codes, names = pd.factorize(values["instrument"])
+        known = pd.array([schema.normalise_header(v) or pd.NA for v in names], dtype="string")
+        inst = pd.Series(known.take(codes, allow_fill=True), index=values["instrument"].index)
         values["instrument"] = inst
         unknown = inst.notna() & ~inst.isin(list(registry))
         reject(unknown.to_numpy(dtype=bool), "instrument",
@@ -1279,7 +1299,8 @@ def _check_outcomes(values: dict[str, pd.Series], wide: bool, reject: Any) -> No
             reject(out.to_numpy(dtype=bool, na_value=False), iid,
                    f"outside {iid}'s range {_range_text(ins)}")
         none = np.logical_and.reduce([values[i].isna().to_numpy() for i in present])
-        reject(none, present[0], "no score in any instrument column")
+        reject(none, "score", "no score in any instrument column "
+               f"({', '.join(present)})")
     if "rater" in values:
         rater = values["rater"].str.strip().str.lower()
         values["rater"] = rater
@@ -1288,9 +1309,12 @@ def _check_outcomes(values: dict[str, pd.Series], wide: bool, reject: Any) -> No
 
 
 def _range_text(ins: schema.Instrument) -> str:
-    low = "" if ins.low is None else f"{ins.low:g}"
-    high = "" if ins.high is None else f"{ins.high:g}"
-    return f"{low}–{high}"
+    """'1–5', or '≥ 0' for a scale without a top (hair density)."""
+    if ins.high is None:
+        return "" if ins.low is None else f"≥ {ins.low:g}"
+    if ins.low is None:
+        return f"≤ {ins.high:g}"
+    return f"{ins.low:g}–{ins.high:g}"
 
 
 def _repeats(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1550,14 +1574,27 @@ def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
                 joules = (col > 0) & (col < 1)
                 add(joules, f.name, "unit", f"{f.name} below 1 mJ looks like joules; if the "
                     f"export gives J, set [units] {f.name} = \"J\" in the mapping file")
+            elif f.unit == "%":  # a spreadsheet's percent cell holds 8 % as 0.08
+                joules = (col > 0) & (col < 1)
+                add(joules, f.name, "unit", f"{f.name} below 1 % looks like a fraction (8 % "
+                    "stored as 0.08, as a spreadsheet's percent cells hold it); the export "
+                    "should give the percent")
             add(((col < low) | (col > high)) & ~joules, f.name, "implausible",
                 _range_warning(f))
         if f.allowed and f.type == "string" and f.name != "rater":
             add(col.notna() & ~col.isin(list(f.allowed)), f.name, "not_allowed",
                 f"{f.name} is not one of {', '.join(f.allowed)}")
-        if f.type == "date" and f.role == "date":
+        if f.type == "date":
             add(col > pd.Timestamp.today().normalize(), f.name, "future_date",
                 f"{f.name} is in the future")
+            # a treatment date before 1990, a birth before 1910: a small Excel day number
+            # (3 is 1900-01-02) or a typing slip, not a real date
+            year = 1990 if f.role == "date" else 1910
+            add(col < pd.Timestamp(year, 1, 1), f.name, "implausible",
+                f"{f.name} before {year} (a number in an Excel date cell, or a typing slip?)")
+    if table == "sessions" and "date_of_birth" in used:
+        add(data["date_of_birth"] > data["session_date"], "date_of_birth", "implausible",
+            "date_of_birth after the session_date (a year written with two digits?)")
     if not parts:
         return pd.DataFrame(columns=WARNING_COLUMNS)
     return pd.concat(parts, ignore_index=True)[WARNING_COLUMNS].sort_values(
