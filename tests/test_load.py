@@ -385,6 +385,22 @@ def test_a_mapping_names_a_wrapped_header_as_it_reads(tmp_path):
     assert load(tmp_path / "s.xlsx", mapping=m).data["patient_id"].tolist() == ["P1"]
 
 
+def test_a_header_elsewhere_is_named_in_the_error(tmp_path):
+    wb = openpyxl.Workbook()
+    wb.active.append(["overview"])
+    ws = wb.create_sheet("Sessions")
+    ws.append(["Session log"])
+    ws.append([])
+    ws.append(["patient_id", "session_date"])
+    ws.append(["P1", dt.date(2025, 1, 2)])
+    wb.save(tmp_path / "s.xlsx")
+    with pytest.raises(LoadError, match="header was read from row 1; if it is elsewhere, set "
+                                        "header_row or sheet"):
+        load(tmp_path / "s.xlsx")
+    m = write(tmp_path, "m.toml", '[source]\nsheet = "Sessions"\nheader_row = 3\n')
+    assert load(tmp_path / "s.xlsx", mapping=m).data["source_row"].tolist() == [4]
+
+
 def test_header_only_csv_without_a_line_end_has_no_rows(tmp_path):
     r = load(write(tmp_path, "s.csv", "patient_id,session_date"))
     assert (r.rows_read, r.rows_loaded, r.rows_rejected) == (0, 0, 0)

@@ -294,7 +294,8 @@ def _malformed_rows(path: Path, data: bytes, m: Mapping, delim: str, width: int,
     if len(good) != n or len(bad) != skipped or not len(good) \
             or len(bad) > max(MALFORMED_MOST, len(records) // 10):
         raise LoadError(f"{path.name} is not a readable CSV file with delimiter {shown}: "
-                        f"{first}; check the delimiter (and quoting) in the mapping file")
+                        f"{first}; check the delimiter (and quoting) in the mapping file, "
+                        f"or header_row if the header is not on row {m.header_row}")
     malformed = pd.DataFrame({
         "row": [line for line, _ in bad], "value": [delim.join(rec) for _, rec in bad],
         "reason": [f"{len(rec)} fields where the header has {width}" for _, rec in bad]})
@@ -1022,7 +1023,7 @@ def match_columns(headers: list[str], table: str, mapping: Mapping | None,
             h = by_fold.get(fold(header))
             if h is None:
                 raise LoadError(f"mapping names column {header!r} for {fname}, "
-                                f"which {file} does not have")
+                                f"which {file} does not have ({_header_hint(mapping)})")
             used[fname] = h
     aliases = schema.alias_index(table)
     if table == "outcomes":
@@ -1074,7 +1075,8 @@ def load(path: str | Path, mapping: Mapping | str | Path | None = None, table: s
     return result
 
 
-def _required_present(table: str, used: dict[str, str], file: str) -> bool:
+def _required_present(table: str, used: dict[str, str], file: str,
+                      m: Mapping | None = None) -> bool:
     """Check the required columns; return whether an outcomes export is wide."""
     wide = False
     for f in schema.TABLES[table]:
@@ -1087,8 +1089,16 @@ def _required_present(table: str, used: dict[str, str], file: str) -> bool:
             raise LoadError(f"{file} has neither instrument and score columns nor a column per "
                             f"instrument ({', '.join(schema.INSTRUMENTS)})")
         raise LoadError(f"{file} has no {f.name} column (required for {table}); "
-                        "name it in a mapping file")
+                        f"name it in a mapping file ({_header_hint(m)})")
     return wide
+
+
+def _header_hint(m: Mapping | None) -> str:
+    """Where the header was looked for, for the errors that a misplaced header causes."""
+    m = m or Mapping()
+    sheet = f" of sheet {m.sheet!r}" if m.sheet else ""
+    return (f"the header was read from row {m.header_row}{sheet}; if it is elsewhere, set "
+            "header_row or sheet in the mapping file")
 
 
 
@@ -1165,7 +1175,7 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | No
 
     `malformed`: rows the reader could not split into the header's fields (row, value,
     reason); they are rejected and counted as read."""
-    wide = _required_present(table, used, file)
+    wide = _required_present(table, used, file, m)
     n = len(raw)
     fields = schema.fields(table)
     lower = {v.strip().lower() for v in m.true_values}, {v.strip().lower() for v in m.false_values}
