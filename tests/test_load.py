@@ -365,10 +365,11 @@ def test_mapping_saved_with_a_byte_order_mark_is_read(tmp_path):
 
 def test_numbers_with_a_typographic_minus_grouped_digits_or_a_percent_sign(tmp_path):
     p = write(tmp_path, "s.csv", "patient_id,session_date,coverage_pct,pass_wait_min\n"
-              "P1,2025-01-02,8%,\u22122\nP2,2025-01-03,8 %,1 234\nP3,2025-01-04,8,2 5\n")
+              "P1,2025-01-02,8%,\u22122\nP2,2025-01-03,8 %,1 234\nP3,2025-01-04,8,2 5\n"
+              "P4,2025-01-05,8,- 3\nP5,2025-01-06,8,1\u00a0234\n")
     r = load(p)
-    assert r.data["coverage_pct"].tolist() == [8, 8]
-    assert r.data["pass_wait_min"].tolist() == [-2, 1234]
+    assert r.data["coverage_pct"].tolist() == [8, 8, 8, 8]
+    assert r.data["pass_wait_min"].tolist() == [-2, 1234, -3, 1234]
     assert r.rejections[["row", "field", "value"]].values.tolist() == [
         [4, "pass_wait_min", "2 5"]]
 
@@ -401,9 +402,21 @@ def test_a_header_elsewhere_is_named_in_the_error(tmp_path):
     assert load(tmp_path / "s.xlsx", mapping=m).data["source_row"].tolist() == [4]
 
 
-def test_header_only_csv_without_a_line_end_has_no_rows(tmp_path):
-    r = load(write(tmp_path, "s.csv", "patient_id,session_date"))
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-32", "latin-1"])
+def test_header_only_csv_without_a_line_end_has_no_rows(tmp_path, encoding):
+    p = write(tmp_path, "s.csv", "patient_id,session_date,Coverage %", encoding=encoding)
+    m = write(tmp_path, "m.toml", f'[source]\nencoding = "{encoding}"\n'
+              '[columns]\ncoverage_pct = "Coverage %"\n')
+    r = load(p, mapping=m)
     assert (r.rows_read, r.rows_loaded, r.rows_rejected) == (0, 0, 0)
+    assert r.columns_used["coverage_pct"] == "Coverage %"
+
+
+def test_a_mapping_prefers_the_header_written_exactly_as_it_names_it(tmp_path):
+    p = write(tmp_path, "s.csv", 'patient_id,session_date,Energy (mJ),"Energy\n(mJ)"\n'
+              "P1,2024-01-02,20,30\n")
+    m = write(tmp_path, "m.toml", '[columns]\nenergy_start_mj = "Energy (mJ)"\n')
+    assert load(p, mapping=m).data["energy_start_mj"].tolist() == [20]
 
 
 def test_dates_and_percents_a_spreadsheet_gets_wrong_are_warned(tmp_path):
@@ -414,12 +427,13 @@ def test_dates_and_percents_a_spreadsheet_gets_wrong_are_warned(tmp_path):
     ws.append(["patient_id", "session_date", "coverage_pct", "date_of_birth"])
     ws.append(["P1", dt.date(2025, 1, 2), 0.08, dt.date(1980, 5, 6)])
     ws.append(["P2", 3, 8, dt.date(2055, 5, 12)])
+    ws.append(["P3", dt.date(2025, 1, 2), 8, dt.date(2025, 6, 1)])
     wb.save(tmp_path / "s.xlsx")
     r = load(tmp_path / "s.xlsx")
-    assert r.rows_loaded == 2  # kept as they are
+    assert r.rows_loaded == 3  # kept as they are
     got = sorted(zip(r.warnings["row"], r.warnings["field"], r.warnings["kind"], strict=True))
     assert got == [(2, "coverage_pct", "unit"), (3, "date_of_birth", "future_date"),
-                   (3, "date_of_birth", "implausible"), (3, "session_date", "implausible")]
+                   (3, "session_date", "implausible"), (4, "date_of_birth", "implausible")]
     assert "fraction" in r.warnings.loc[r.warnings["field"] == "coverage_pct", "message"].iloc[0]
 
 
@@ -499,14 +513,15 @@ def test_long_outcomes_checked_against_the_instrument_registry(tmp_path):
 
 def test_long_outcomes_read_instruments_as_wide_headers_are_read(tmp_path):
     """'Hair density' names hair_density in a long file as in a wide header; a missing
-    rater is the instrument's own; 'Follow-up date' is the assessment date."""
-    p = write(tmp_path, "outcomes.csv", "patient_id,Follow-up date,instrument,score,rater\n"
+    rater is the instrument's own."""
+    p = write(tmp_path, "outcomes.csv", "patient_id,assessment_date,instrument,score,rater\n"
               "P1,2025-01-10,Hair density,120,\nP1,2025-01-10, GPA ,\u22122,\n"
-              "P2,2025-01-11,satisfaction,6,patient\n")
+              "P2,2025-01-11,satisfaction,6,patient\nP3,2025-01-12,???,2,\n")
     r = load(p)
     assert r.data[["instrument", "score", "rater"]].values.tolist() == [
         ["hair_density", 120, "clinician"], ["gpa", -2, "clinician"]]
-    assert r.rejections["reason"].tolist() == ["outside satisfaction's range 1–5"]
+    assert [x.split(" (")[0] for x in r.rejections["reason"]] == [
+        "outside satisfaction's range 1–5", "unknown instrument"]
 
 
 def test_outcome_range_without_a_top_reads_as_a_lower_bound(tmp_path):
@@ -706,7 +721,8 @@ def oracle(column: str, text: str):
         low = t.lower()
         return True if low in TRUE_WORDS else False if low in FALSE_WORDS else "BAD"
     try:  # spaces only between groups of three digits; U+2212 is a minus
-        v = float(re.sub(r"(?<=\d) (?=\d{3}(?!\d))", "", t).replace("\u2212", "-"))
+        u = re.sub(r"(?<=\d)[ \u00a0\u202f]+(?=\d{3}(?!\d))", "", t).replace("\u2212", "-")
+        v = float(re.sub(r"^([+-])\s+", r"\1", u))
     except ValueError:
         return "BAD"
     if not math.isfinite(v) or (column == "passes" and v != int(v)):

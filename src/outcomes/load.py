@@ -188,10 +188,6 @@ def _read_csv(path: Path, m: Mapping
     lines = head.splitlines()
     if len(lines) < m.header_row:
         raise LoadError(f"{path.name} has no header on row {m.header_row}")
-    if len(lines) == m.header_row and len(buf) <= 65536 and not head.endswith(("\n", "\r")):
-        # a header without rows or a line end: the reader wants the header's line end
-        data = bytes(buf) + "\n".encode(m.encoding).lstrip(b"\xff\xfe\xfe\xff")
-        buf = np.frombuffer(data, dtype=np.uint8)
     body = "\n".join(lines[m.header_row - 1:m.header_row + 50])
     delim = m.delimiter or _sniff_delimiter(body)
     # the header record as the reader sees it: a quoted name may span lines
@@ -199,6 +195,11 @@ def _read_csv(path: Path, m: Mapping
     header = next(csv.reader(io.StringIO(head[skipped.end() if skipped else 0:], newline=""),
                              delimiter=delim))
     _check_headers(header, path)
+    if len(lines) == m.header_row and len(buf) <= 65536 and not head.endswith(("\n", "\r")):
+        # a header without rows or a line end (the reader refuses it): no rows
+        empty = pd.DataFrame({i: pd.Series([], dtype="str") for i in range(len(header))})
+        empty.columns = header
+        return _blank_headers(empty), np.zeros(0, dtype=np.int64), None, None
     # large_string: what pandas' string columns hold, so to_pandas copies nothing
     conv = pacsv.ConvertOptions(column_types={h: pa.large_string() for h in header},
                                 strings_can_be_null=True, null_values=[""],
@@ -763,6 +764,11 @@ def parse_float(s: pd.Series, decimal: str = ".", factor: float = 1, percent: bo
     return pd.Series(values, index=s.index, dtype="Float64"), bad, "not a number"
 
 
+#: Spaces between groups of three digits (1 234, also with the no-break spaces
+#: spreadsheets write): removed; any other space inside a number makes it no number.
+DIGIT_GROUPS = r"(?<=\d)[ \u00a0\u202f]+(?=\d{3}(?!\d))"
+
+
 def _parse_float_slow(s: pd.Series, decimal: str, percent: bool = False
                       ) -> tuple[np.ndarray, np.ndarray]:
     out = np.full(len(s), np.nan)
@@ -779,8 +785,8 @@ def _parse_float_slow(s: pd.Series, decimal: str, percent: bool = False
     text = _as_text(s[rest])
     missing = _missing(text)
     # spaces only between groups of three digits (1 234); a typographic minus is a minus
-    t = text.str.replace(r"(?<=\d) (?=\d{3}(?!\d))", "", regex=True)\
-        .str.replace("\u2212", "-", regex=False)
+    t = text.str.replace(DIGIT_GROUPS, "", regex=True).str.replace("\u2212", "-", regex=False)\
+        .str.replace(r"^([+-])\s+", r"\1", regex=True)
     if percent:
         t = t.str.replace(r"\s*%$", "", regex=True)
     if decimal == ",":
@@ -1014,13 +1020,16 @@ def match_columns(headers: list[str], table: str, mapping: Mapping | None,
     def fold(h: str) -> str:  # case and spacing aside: a wrapped header cell matches
         return " ".join(h.split()).casefold()
 
-    by_fold = {fold(h): h for h in headers}
+    by_case = {h.strip().casefold(): h for h in headers}
+    by_fold: dict[str, str | None] = {}
+    for h in headers:  # a spacing-blind match only where it names one header
+        by_fold[fold(h)] = h if fold(h) not in by_fold else None
     if mapping is not None:
         for fname, header in mapping.columns.items():
             if fname not in known:
                 raise LoadError(f"mapping file {mapping.path.name if mapping.path else ''} maps "
                                 f"{fname!r}, which is not a field of the {table} table")
-            h = by_fold.get(fold(header))
+            h = by_case.get(header.strip().casefold()) or by_fold.get(fold(header))
             if h is None:
                 raise LoadError(f"mapping names column {header!r} for {fname}, "
                                 f"which {file} does not have ({_header_hint(mapping)})")
@@ -1282,7 +1291,8 @@ def _check_outcomes(values: dict[str, pd.Series], wide: bool, reject: Any) -> No
     registry = schema.INSTRUMENTS
     if not wide:  # 'Hair density' is hair_density, as it is as a wide column's header
         codes, names = pd.factorize(values["instrument"])
-        known = pd.array([schema.normalise_header(v) or pd.NA for v in names], dtype="string")
+        known = pd.array([schema.normalise_header(v) or v.strip() or pd.NA for v in names],
+                         dtype="string")
         inst = pd.Series(known.take(codes, allow_fill=True), index=values["instrument"].index)
         values["instrument"] = inst
         unknown = inst.notna() & ~inst.isin(list(registry))
@@ -1603,7 +1613,9 @@ def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
             add(col < pd.Timestamp(year, 1, 1), f.name, "implausible",
                 f"{f.name} before {year} (a number in an Excel date cell, or a typing slip?)")
     if table == "sessions" and "date_of_birth" in used:
-        add(data["date_of_birth"] > data["session_date"], "date_of_birth", "implausible",
+        born = data["date_of_birth"]
+        add((born > data["session_date"]) & (born <= pd.Timestamp.today().normalize()),
+            "date_of_birth", "implausible",
             "date_of_birth after the session_date (a year written with two digits?)")
     if not parts:
         return pd.DataFrame(columns=WARNING_COLUMNS)

@@ -136,7 +136,7 @@ OUTCOMES: list[Field] = [
     Field("patient_id", "string", "clinic's patient identifier", role="patient_id", required=True,
           aliases=SESSIONS[1].aliases),
     Field("assessment_date", "date", "date of the assessment", role="date", required=True,
-          aliases=("date", "visit_date", "followup_date", "follow_up_date", "datum")),
+          aliases=("date", "visit_date", "followup_date", "datum")),
     Field("instrument", "string", "instrument registry id", required=True,
           aliases=("measure", "scale", "questionnaire")),
     Field("score", "float", "score on the instrument's scale", required=True,
