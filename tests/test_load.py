@@ -395,8 +395,8 @@ def test_a_header_elsewhere_is_named_in_the_error(tmp_path):
     ws.append(["patient_id", "session_date"])
     ws.append(["P1", dt.date(2025, 1, 2)])
     wb.save(tmp_path / "s.xlsx")
-    with pytest.raises(LoadError, match="header was read from row 1; if it is elsewhere, set "
-                                        "header_row or sheet"):
+    with pytest.raises(LoadError, match="header was read from row 1 of the first sheet; if "
+                                        "it is elsewhere, set header_row or sheet"):
         load(tmp_path / "s.xlsx")
     m = write(tmp_path, "m.toml", '[source]\nsheet = "Sessions"\nheader_row = 3\n')
     assert load(tmp_path / "s.xlsx", mapping=m).data["source_row"].tolist() == [4]

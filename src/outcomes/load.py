@@ -1032,7 +1032,7 @@ def match_columns(headers: list[str], table: str, mapping: Mapping | None,
             h = by_case.get(header.strip().casefold()) or by_fold.get(fold(header))
             if h is None:
                 raise LoadError(f"mapping names column {header!r} for {fname}, "
-                                f"which {file} does not have ({_header_hint(mapping)})")
+                                f"which {file} does not have ({_header_hint(mapping, file)})")
             used[fname] = h
     aliases = schema.alias_index(table)
     if table == "outcomes":
@@ -1098,14 +1098,15 @@ def _required_present(table: str, used: dict[str, str], file: str,
             raise LoadError(f"{file} has neither instrument and score columns nor a column per "
                             f"instrument ({', '.join(schema.INSTRUMENTS)})")
         raise LoadError(f"{file} has no {f.name} column (required for {table}); "
-                        f"name it in a mapping file ({_header_hint(m)})")
+                        f"name it in a mapping file ({_header_hint(m, file)})")
     return wide
 
 
-def _header_hint(m: Mapping | None) -> str:
+def _header_hint(m: Mapping | None, file: str = "") -> str:
     """Where the header was looked for, for the errors that a misplaced header causes."""
     m = m or Mapping()
-    sheet = f" of sheet {m.sheet!r}" if m.sheet else ""
+    workbook = FILE_TYPES.get(Path(file).suffix.lower()) == "xlsx"
+    sheet = f" of sheet {m.sheet!r}" if m.sheet else (" of the first sheet" if workbook else "")
     return (f"the header was read from row {m.header_row}{sheet}; if it is elsewhere, set "
             "header_row or sheet in the mapping file")
 
