@@ -291,11 +291,10 @@ def _malformed_rows(path: Path, data: bytes, m: Mapping, delim: str, width: int,
     bad = [(line, rec) for line, rec in records if len(rec) != width]
     first = (f"line {bad[0][0]} has {len(bad[0][1])} fields where the header has {width}"
              if bad else f"a row does not have the header's {width} fields")
-    shown = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}.get(delim, repr(delim))
     if len(good) != n or len(bad) != skipped or not len(good) \
             or len(bad) > max(MALFORMED_MOST, len(records) // 10):
-        raise LoadError(f"{path.name} is not a readable CSV file with delimiter {shown}: "
-                        f"{first}; check the delimiter (and quoting) in the mapping file, "
+        raise LoadError(f"{path.name} is not a readable CSV file with delimiter "
+                        f"{_delimiter_name(delim)}: {first}; check the delimiter (and quoting) in the mapping file, "
                         f"or header_row if the header is not on row {m.header_row}")
     malformed = pd.DataFrame({
         "row": [line for line, _ in bad], "value": [delim.join(rec) for _, rec in bad],
@@ -521,13 +520,13 @@ def _csv_error(path: Path, message: str, delim: str, encoding: str = "utf-8") ->
     if "UTF8" in message or "UTF-8" in message:  # bytes past the first 64 KB
         return (f"{path.name} is not readable as {encoding}; "
                 "set encoding in the mapping file")
-    shape = re.search(r"Expected (\d+) columns, got (\d+)", message)
-    shown = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}.get(delim, repr(delim))
-    if shape:
-        return (f"{path.name} is not a readable CSV file with delimiter {shown}: a row has "
-                f"{shape.group(2)} fields where the header has {shape.group(1)}; check the "
-                "delimiter (and quoting) in the mapping file")
-    return f"{path.name} is not a readable CSV file with delimiter {shown}"
+    # (rows with the wrong number of fields never get here: _malformed_rows has them)
+    return f"{path.name} is not a readable CSV file with delimiter {_delimiter_name(delim)}"
+
+
+def _delimiter_name(delim: str) -> str:
+    """The delimiter as a message shows it: ',' or tab."""
+    return {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}.get(delim, repr(delim))
 
 
 def _check_headers(header: list[Any], path: Path) -> None:
