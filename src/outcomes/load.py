@@ -191,8 +191,7 @@ def _read_csv(path: Path, m: Mapping
     body = "\n".join(lines[m.header_row - 1:m.header_row + 50])
     delim = m.delimiter or _sniff_delimiter(body)
     # the header record as the reader sees it: a quoted name may span lines
-    skipped = re.match(r"(?:[^\r\n]*(?:\r\n|\n|\r)){" + str(m.header_row - 1) + "}", head)
-    header = next(csv.reader(io.StringIO(head[skipped.end() if skipped else 0:], newline=""),
+    header = next(csv.reader(io.StringIO(_below_lines(head, m.header_row - 1), newline=""),
                              delimiter=delim))
     _check_headers(header, path)
     if len(lines) == m.header_row and len(buf) <= 65536 and not head.endswith(("\n", "\r")):
@@ -486,16 +485,20 @@ def _record_lines(buf: np.ndarray, breaks: np.ndarray, q: np.ndarray | None, del
             RecordText.of(buf, starts[record], stops[record]))
 
 
+def _below_lines(text: str, k: int) -> str:
+    """The text after its first k lines, counted as the CSV reader's skip_rows counts
+    them: as lines, whatever quotes they hold (a title above the header)."""
+    above = re.match(r"(?:[^\r\n]*(?:\r\n|\n|\r)){" + str(k) + "}", text)
+    return text[above.end() if above else 0:]
+
+
 def _csv_records(data: bytes, m: Mapping, delim: str) -> list[tuple[int, list[str]]]:
     """Each data record with the line it starts on, by Python's csv module: for files
     whose records numpy cannot follow (UTF-16, a lone CR, odd quoting)."""
     csv.field_size_limit(2**31 - 1)  # a long note is a value, not an error
     text = data.decode(m.encoding, errors="replace")
-    # the lines above the header are skipped as lines, as the reader skips them
     skip = m.header_row - 1
-    above = re.match(r"(?:[^\r\n]*(?:\r\n|\n|\r)){" + str(skip) + "}", text)
-    reader = csv.reader(io.StringIO(text[above.end() if above else 0:], newline=""),
-                        delimiter=delim)
+    reader = csv.reader(io.StringIO(_below_lines(text, skip), newline=""), delimiter=delim)
     records: list[tuple[int, list[str]]] = []
     start = skip + 1
     header_seen = False
