@@ -832,8 +832,7 @@ def parse_bool(s: pd.Series, true_words: set[str], false_words: set[str]) -> tup
         # numbers (Excel, Parquet) read as the words a CSV would hold: 1 and 2 under the
         # mapping's [values] spellings, a blank cell as '' (one parse per distinct number)
         codes, distinct = pd.factorize(s, use_na_sentinel=False)
-        words = pd.Series(distinct, dtype=object).map(
-            lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
+        words = pd.Series([_cell_text(v) for v in distinct], dtype=object)
         values, bad, _ = parse_bool(words, true_words, false_words)
         return (pd.Series(values.array.take(codes), index=s.index),
                 np.asarray(bad, dtype=bool)[codes], reason)
