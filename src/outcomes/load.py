@@ -1259,7 +1259,7 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | No
     warnings = _warnings(data, table, m, used, raw, keep)
     if wide:
         data = _melt_wide(data)
-    elif table == "outcomes":  # no rater given: the instrument's own, as for wide exports
+    if table == "outcomes":  # no rater given: the instrument's own (long and wide alike)
         data["rater"] = data["rater"].fillna(data["instrument"].map(
             {i: ins.rater for i, ins in schema.INSTRUMENTS.items()}).astype("string"))
     rej = pd.DataFrame({
@@ -1555,8 +1555,6 @@ def _melt_wide(data: pd.DataFrame) -> pd.DataFrame:
         part["score"] = score[score.notna()]
         parts.append(part)
     long = pd.concat(parts, ignore_index=True) if parts else base.iloc[:0]
-    default = long["instrument"].map({i: ins.rater for i, ins in schema.INSTRUMENTS.items()})
-    long["rater"] = long["rater"].fillna(default.astype("string"))
     order = [f.name for f in schema.OUTCOMES] + [c for c in long.columns
                                                   if c not in {f.name for f in schema.OUTCOMES}]
     long = long[order].sort_values(["source_row"], kind="stable").reset_index(drop=True)
