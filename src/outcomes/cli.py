@@ -148,11 +148,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     mapping = read_mapping(args.mapping) if args.mapping else None
     results = [load(f, mapping=mapping, progress=None if not args.json else False)
                for f in args.files]
-    # one account over all files: sessions and outcomes exports may be checked together
-    rejections = pd.concat([r.rejections for r in results], ignore_index=True)
-    if args.rejects:
-        out = Path(args.rejects)
-        write_atomic(out, lambda tmp: rejections.to_csv(tmp, index=False))
+    if args.rejects:  # one log over all files: sessions and outcomes may be checked together
+        rejections = pd.concat([r.rejections for r in results], ignore_index=True)
+        write_atomic(Path(args.rejects), lambda tmp: rejections.to_csv(tmp, index=False))
     if args.json:
         print(json.dumps(validate_json(results), ensure_ascii=False, default=str))
     else:

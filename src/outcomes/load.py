@@ -1629,22 +1629,3 @@ def _range_warning(f: schema.Field) -> str:
     span = f"{f.low:g}–{f.high:g}"
     unit = "" if not f.unit or span in f.unit else f" {f.unit}"
     return f"{f.name} outside the plausible range {span}{unit}"
-
-
-def combine(results: list[LoadResult]) -> LoadResult:
-    """Several loads of the same table as one (e.g. two clinics' exports)."""
-    if len(results) == 1:
-        return results[0]
-    tables = {r.table for r in results}
-    if len(tables) != 1:
-        raise LoadError("cannot combine sessions and outcomes files into one table")
-    return LoadResult(
-        table=results[0].table, file=", ".join(r.file for r in results),
-        data=pd.concat([r.data for r in results], ignore_index=True),
-        rejections=pd.concat([r.rejections for r in results], ignore_index=True),
-        warnings=pd.concat([r.warnings for r in results], ignore_index=True),
-        rows_read=sum(r.rows_read for r in results),
-        unknown_columns=sorted({c for r in results for c in r.unknown_columns}),
-        absent_fields=sorted(set.intersection(*(set(r.absent_fields) for r in results))),
-        columns_used={k: v for r in results for k, v in r.columns_used.items()},
-    )
