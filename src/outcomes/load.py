@@ -1589,17 +1589,20 @@ def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
         if f.type in ("float", "int") and (f.low is not None or f.high is not None):
             low = -np.inf if f.low is None else f.low
             high = np.inf if f.high is None else f.high
-            joules = pd.Series(False, index=data.index)
+            # a value in (0, 1) is most likely in another unit: J for mJ, a fraction for %
+            # (a spreadsheet's percent cell holds 8 % as 0.08); warned once, as that
+            slip = None
             if f.unit == "mJ" and f.name not in m.units:
-                joules = (col > 0) & (col < 1)
-                add(joules, f.name, "unit", f"{f.name} below 1 mJ looks like joules; if the "
-                    f"export gives J, set [units] {f.name} = \"J\" in the mapping file")
-            elif f.unit == "%":  # a spreadsheet's percent cell holds 8 % as 0.08
-                joules = (col > 0) & (col < 1)
-                add(joules, f.name, "unit", f"{f.name} below 1 % looks like a fraction (8 % "
-                    "stored as 0.08, as a spreadsheet's percent cells hold it); the export "
-                    "should give the percent")
-            add(((col < low) | (col > high)) & ~joules, f.name, "implausible",
+                slip = (f"{f.name} below 1 mJ looks like joules; if the export gives J, set "
+                        f"[units] {f.name} = \"J\" in the mapping file")
+            elif f.unit == "%":
+                slip = (f"{f.name} below 1 % looks like a fraction (8 % stored as 0.08, as a "
+                        "spreadsheet's percent cells hold it); the export should give the "
+                        "percent")
+            unit_slip = (col > 0) & (col < 1) if slip else pd.Series(False, index=data.index)
+            if slip:
+                add(unit_slip, f.name, "unit", slip)
+            add(((col < low) | (col > high)) & ~unit_slip, f.name, "implausible",
                 _range_warning(f))
         if f.allowed and f.type == "string" and f.name != "rater":
             add(col.notna() & ~col.isin(list(f.allowed)), f.name, "not_allowed",
