@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from outcomes import __version__
+from outcomes.errors import OutcomesError
 from outcomes.files import write_atomic
 from outcomes.load import LoadError, LoadResult, load, mapping_beside, read_mapping
 from outcomes.notebooks import NotebookError
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"outcomes {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (LoadError, NotebookError) as exc:
+    except (OutcomesError, LoadError, NotebookError) as exc:
         print(f"outcomes {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -183,6 +183,40 @@ INSTRUMENTS: dict[str, Instrument] = {
 
 TABLES: dict[str, list[Field]] = {"sessions": SESSIONS, "outcomes": OUTCOMES}
 
+#: Short labels people read in charts, tables and reasons (field names are for files).
+LABELS: dict[str, str] = {
+    "patient_id": "Patient", "session_date": "Session date", "operator": "Clinician",
+    "clinic": "Clinic", "indication": "Indication", "area": "Area",
+    "energy_start_mj": "Starting energy",
+    "energy_final_mj": "Highest energy in the session",
+    "coverage_pct": "Coverage",
+    "passes": "Passes",
+    "pass_wait_min": "Wait between passes",
+    "test_spot": "Test spot done",
+    "test_spot_wait_min": "Wait after the test spot",
+    "edema": "Edema", "erythema": "Erythema",
+    "endpoint_onset_min": "Time until the endpoint appeared",
+    "post_cooling_min": "Cooling after treatment",
+    "cooling_during": "Cooling during treatment",
+    "pain_nrs": "Pain during treatment",
+    "days_since_previous": "Days since the previous session",
+    "cosmetics_removed": "Cosmetics removed",
+    "herpes_prophylaxis": "Herpes prophylaxis",
+    "eye_protection": "Correct eye protection",
+    "anesthetic_removed_skin_dry": "Anaesthetic removed, skin dry",
+    "sun_advice_given": "Sun advice given",
+    "ci_isotretinoin": "Isotretinoin",
+    "ci_keloid": "Keloid / excessive scarring",
+    "ci_post_surgical_skin_changes": "Skin changes after surgery",
+    "ci_systemic_steroids": "Systemic steroids",
+    "adverse_event": "Adverse event",
+}
+
+
+def label(name: str) -> str:
+    """The label people read for a field: 'Starting energy' for energy_start_mj."""
+    return LABELS.get(name) or name.replace("_", " ").capitalize()
+
 
 def fields(table: str) -> dict[str, Field]:
     """Fields of a canonical table by name."""

@@ -1,0 +1,87 @@
+"""Write an audit: compliance.csv, verdicts.csv, flagged_sessions.csv and audit.xlsx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from outcomes.audit.records import verdict_records
+from outcomes.protocol import describe
+
+if TYPE_CHECKING:
+    from outcomes.audit.evaluate import Audit
+
+HOW_TO_READ = (
+    "Compliant = the record follows the protocol line; deviation = it does not; not "
+    "documented = a value the rule needs is missing (counted against compliance, shown "
+    "apart). Percent with a Wilson 95 % interval. Status: met when the whole interval is at "
+    "or above the target, not met when it is below, inconclusive when it spans the target; "
+    "a 100 % target is met only with no miss.")
+
+
+def about_rows(audit: Audit, files: pd.DataFrame | None = None) -> list[tuple[str, Any]]:
+    """What data and protocol produced an audit: the first sheet of its workbook."""
+    from outcomes import __version__
+
+    p = audit.protocol
+    rows: list[tuple[str, Any]] = [
+        ("What this is", f"Protocol compliance audit: {p.title}"),
+        ("Protocol", f"{p.id} version {p.version} ({p.source})"),
+        ("Data run to", audit.info.get("as_of")),
+        ("Sessions audited", audit.info.get("sessions_audited")),
+        ("Sessions not audited", (f"{audit.info.get('sessions_excluded')} (indication other "
+                                  f"than {p.indication})")),
+        ("Courses", (f"{audit.info.get('courses')} ({audit.info.get('courses_completed')} "
+                     "completed)")),
+        ("Outcome data", ("yes" if audit.has_outcomes else
+                          "none given: final_assessment is not evaluated")),
+        ("Software", f"outcomes {__version__}"),
+        ("Generated", pd.Timestamp.now().strftime("%Y-%m-%d %H:%M")),
+        ("How to read", HOW_TO_READ),
+    ]
+    if files is not None:
+        for f in files.itertuples():
+            rows.append((f"Input: {f.table}", (f"{f.file}: {f.rows_read} rows read, "
+                                               f"{f.rows_loaded} loaded, {f.rows_rejected} "
+                                               f"rejected; SHA-256 {f.sha256}")))
+    return rows
+
+
+def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = None,
+                comparison: pd.DataFrame | None = None, csv: bool = True,
+                rejections: pd.DataFrame | None = None) -> dict[str, Path]:
+    """audit.xlsx in out_dir, and (with csv) compliance.csv, verdicts.csv, flagged_sessions.csv.
+
+    The full verdict table goes to CSV only: it can outgrow what Excel opens.
+    """
+    from outcomes.files import write_atomic
+    from outcomes.workbook import write_workbook
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = audit.summary()
+    flagged = audit.flagged()
+    paths: dict[str, Path] = {}
+    if csv:
+        paths["compliance"] = write_atomic(out / "compliance.csv",
+                                           lambda t: summary.to_csv(t, index=False))
+        paths["verdicts"] = write_atomic(out / "verdicts.csv",
+                                         lambda t: verdict_records(audit).to_csv(t, index=False))
+        paths["flagged_sessions"] = write_atomic(out / "flagged_sessions.csv",
+                                                 lambda t: flagged.to_csv(t, index=False))
+        if rejections is not None:
+            paths["rejected_rows"] = write_atomic(out / "rejected_rows.csv",
+                                                  lambda t: rejections.to_csv(t, index=False))
+    sheets = {"Compliance": summary, "By clinician": audit.summary("operator"),
+              "By clinic": audit.summary("clinic"),
+              "By month": audit.summary("month").assign(month=lambda d: d["month"].astype(str)),
+              "Flagged sessions": flagged, "Indicators": audit.indicators(),
+              **({"Rejected rows": rejections} if rejections is not None else {}),
+              "Protocol": pd.DataFrame(describe(audit.protocol))}
+    if comparison is not None:
+        sheets = {"Re-audit": comparison, **sheets}
+    paths["workbook"] = write_workbook(out / "audit.xlsx", about_rows(audit, files), sheets)
+    return paths
+
