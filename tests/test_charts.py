@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle, StepPatch
 
 from outcomes import stats
@@ -28,7 +26,6 @@ from outcomes.charts import quality as cq
 from outcomes.dataset import load_data_dir
 from outcomes.protocol import load_protocol
 from outcomes.sample import HABITS
-from outcomes.schema import CONTRAINDICATIONS, PRE_CHECKLIST
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -94,178 +91,6 @@ def flat(text: str) -> str:
 
 def has_unit(label: str) -> bool:
     return bool(UNIT.search(label))
-
-
-# --------------------------------------------------------------------------- energy
-
-
-def test_start_energy_band_rows_and_units(audit, protocol):
-    fig = cc.start_energy_by_clinician(audit.sessions, protocol)
-    assert isinstance(fig, Figure)
-    ax = fig.axes[0]
-    p = protocol.criterion("start_energy").params
-    assert band(ax) == (p["min"], p["max"])
-    names = [t.get_text().split("\n")[0] for t in ax.get_yticklabels()]
-    assert set(names) == clinicians(audit.sessions)
-    assert "(mJ)" in ax.get_xlabel()
-    assert "Starting energy" in fig.get_suptitle() and "20–30 mJ" in fig.get_suptitle()
-    # worst clinician on top: the sample's high starter
-    assert names[0] == HABITS["high_start_energy"]
-    # every documented session is drawn (the sample is below the sampling cap)
-    n_points = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
-    assert n_points == audit.sessions["energy_start_mj"].notna().sum()
-
-
-def test_energy_titration_marks_step_downs(audit, protocol):
-    fig = cc.energy_titration(audit.sessions, protocol)
-    ax, ax2 = fig.axes[:2]
-    lo, hi = protocol.criterion("start_energy").params["min"], \
-        protocol.criterion("start_energy").params["max"]
-    assert band(ax) == (lo, hi)
-    assert "(mJ)" in ax.get_xlabel() and "(mJ)" in ax.get_ylabel()
-    s = audit.sessions
-    both = s["energy_start_mj"].notna() & s["energy_final_mj"].notna()
-    down = (s["energy_final_mj"] < s["energy_start_mj"]).fillna(False) & both
-    step_bars = bars(ax2)
-    assert sum(b.get_height() for b in step_bars) == both.sum()
-    red = [b for b in step_bars if b.get_label() == "stepped down" or b.get_hatch()]
-    assert sum(b.get_height() for b in red) == down.sum()
-
-
-def test_energy_vs_pain_labels(audit, protocol):
-    fig = cc.energy_vs_pain(audit.sessions, protocol)
-    ax = fig.axes[0]
-    assert "(mJ)" in ax.get_xlabel() and "NRS 0–10" in ax.get_ylabel()
-    assert "fluence is too high" in flat(fig.get_supxlabel())
-
-
-# --------------------------------------------------------------------------- intervals
-
-
-def test_interval_histogram_band_and_counts(audit, protocol):
-    fig = cc.interval_distribution(audit.sessions, protocol)
-    ax = fig.axes[0]
-    p = protocol.criterion("interval").params
-    assert band(ax) == (p["min"], p["max"])
-    assert "(days)" in ax.get_xlabel() and has_unit(ax.get_ylabel())
-    days = audit.sessions["days_since_previous"].dropna()
-    assert sum(b.get_height() for b in bars(ax)) == len(days)
-    assert "4-6 weeks" in flat(fig.get_supxlabel())
-
-
-def test_interval_by_clinician(audit, protocol):
-    fig = cc.interval_by_clinician(audit.sessions, protocol)
-    ax = fig.axes[0]
-    assert band(ax) == (28, 42)
-    names = [t.get_text().split("\n")[0] for t in ax.get_yticklabels()]
-    assert names[0] == HABITS["long_intervals"]
-
-
-def test_course_timeline_picks_longest_gaps(audit, protocol):
-    s = audit.sessions
-    fig = cc.course_timeline(s, protocol, max_courses=12)
-    ax = fig.axes[0]
-    labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert len(labels) == 12
-    per = pd.DataFrame({"gap": s.groupby("course_id")["days_since_previous"].max()
-                        .astype(float).fillna(-1), "n": s.groupby("course_id").size()})
-    top = per.reset_index().sort_values(["gap", "n", "course_id"],
-                                        ascending=[False, False, True]).head(12)
-    # every course shown has a gap at least as long as any course left out
-    assert top["gap"].min() >= per["gap"].drop(top["course_id"]).max()
-    # one dot per session of the chosen courses, one row per course
-    dots = next(ln for ln in ax.get_lines() if ln.get_label() == "session")
-    assert len(dots.get_xdata()) == top["n"].sum()
-    assert len(set(dots.get_ydata())) == 12
-    assert f"12 of {len(per):,} courses" in flat(fig.get_supxlabel())
-    assert "(days)" in ax.get_xlabel()
-    # default cap
-    fig = cc.course_timeline(s, protocol)
-    assert len(fig.axes[0].get_yticklabels()) == min(cc.MAX_COURSES, len(per))
-
-
-def test_sessions_per_course(audit, protocol):
-    fig = cc.sessions_per_course(audit.courses, protocol)
-    ax = fig.axes[0]
-    p = protocol.criterion("course_length").params
-    # whole-number bars: the band covers the bars of min … max (half a unit either side)
-    assert band(ax) == (p["min"] - 0.5, p["max"] + 0.5)
-    done = audit.courses["completed"].fillna(False).astype(bool)
-    assert sum(b.get_height() for b in bars(ax)) == done.sum()
-    assert "(number)" in ax.get_xlabel() and "(count)" in ax.get_ylabel()
-
-
-# --------------------------------------------------------------------------- technique, endpoint
-
-
-def test_technique_panels_bands(audit, protocol):
-    fig = cc.technique(audit.sessions, protocol)
-    axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(axes) == 4
-    expected = {
-        "coverage": protocol.criterion("coverage").params,
-        "passes": protocol.criterion("passes").params,
-        "pass_wait": protocol.criterion("pass_wait").params,
-        "post_cooling": protocol.criterion("post_cooling").params,
-    }
-    got = [band(ax) for ax in axes]
-    assert got[0] == (expected["coverage"]["min"], expected["coverage"]["max"])
-    assert got[1] == (expected["passes"]["min"] - 0.5, expected["passes"]["max"] + 0.5)
-    assert got[2] == (expected["pass_wait"]["min"], expected["pass_wait"]["max"])
-    assert got[3] == (expected["post_cooling"]["min"], expected["post_cooling"]["max"])
-    for ax in axes:
-        assert has_unit(ax.get_xlabel()) and has_unit(ax.get_ylabel())
-    assert "(%)" in axes[0].get_xlabel() and "(min)" in axes[2].get_xlabel()
-
-
-def test_endpoint_rates_and_onset_band(audit, protocol):
-    fig = cc.endpoint_observations(audit.sessions, protocol)
-    ax, ax2 = fig.axes[:2]
-    assert len(bars(ax)) == 3  # edema, erythema, both
-    assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["Edema", "Erythema"]
-    targets = [ln.get_xdata()[0] for ln in ax.get_lines() if "target" in str(ln.get_label())]
-    assert targets == [protocol.criterion("endpoint").target]
-    p = protocol.criterion("endpoint_onset").params
-    assert band(ax2) == (p["min"], p["max"])
-    assert "(min)" in ax2.get_xlabel() and "(%" in ax.get_xlabel()
-
-
-def test_endpoint_both_bar_is_the_audit_figure(audit, protocol, tables):
-    fig = cc.endpoint_observations(audit.sessions, protocol)
-    both = bars(fig.axes[0])[-1].get_width()
-    summary = tables["summary"].set_index("criterion")
-    assert both == pytest.approx(summary.loc["endpoint", "percent"])
-
-
-def test_test_spot_by_clinician(audit, protocol):
-    fig = cc.test_spot_by_clinician(audit.sessions, protocol)
-    ax, ax2 = fig.axes[:2]
-    names = [t.get_text().split("\n")[0] for t in ax.get_yticklabels()]
-    assert set(names) == clinicians(audit.sessions)
-    assert names[0] == HABITS["skips_test_spot"]
-    assert band(ax2) == (5, 10)
-    # each clinician's stacked bar adds up to 100 %
-    stacks: dict[float, float] = {}
-    for b in bars(ax):
-        stacks[round(b.get_y(), 6)] = stacks.get(round(b.get_y(), 6), 0) + b.get_width()
-    assert len(stacks) == len(names)
-    assert all(abs(v - 100) < 1e-6 for v in stacks.values())
-
-
-def test_checklist_and_contraindication_items(audit, protocol):
-    fig = cc.checklist_items(audit.sessions, protocol)
-    ax, ax2 = fig.axes[:2]
-    labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert len(labels) == len(PRE_CHECKLIST) + 1  # + sun advice
-    img = next(a for a in ax2.get_images() if isinstance(a, AxesImage))
-    assert img.get_array().shape == (len(PRE_CHECKLIST) + 1, len(clinicians(audit.sessions)))
-    table = cc.item_table(audit.sessions, PRE_CHECKLIST)
-    s = audit.sessions
-    assert table.loc[0, "as_protocol"] == (s["cosmetics_removed"] == True).sum()
-    fig = cc.contraindication_items(audit.sessions, protocol)
-    ax = fig.axes[0]
-    assert len(ax.get_yticklabels()) == len(CONTRAINDICATIONS)
-    assert "(%)" in ax.get_xlabel()
 
 
 # --------------------------------------------------------------------------- summary
@@ -390,7 +215,7 @@ def clinicians_of(by: pd.DataFrame) -> set[str]:
 
 def test_funnel_criteria_picks_the_habits(tables):
     picked = cc.funnel_criteria(tables["by_operator"], k=3)
-    assert len(picked) == 3 and "start_energy" in picked or "test_spot" in picked
+    assert len(picked) == 3 and ("start_energy" in picked or "test_spot" in picked)
 
 
 def test_heatmap_rows_columns_and_order(tables, protocol):
@@ -471,31 +296,8 @@ def test_headlines_name_the_habits(audit):
     assert HABITS["long_intervals"] in f.set_index("criterion").loc["interval", "below_998"]
 
 
-# --------------------------------------------------------------------------- large data
-
-
-def test_large_data_is_sampled_and_quick(audit, protocol):
-    import time
-
-    s = audit.sessions
-    big = pd.concat([s] * 180, ignore_index=True)  # about 200,000 sessions
-    big["course_id"] = big["course_id"] + ":" + (np.arange(len(big)) // len(s)).astype(str)
-    start = time.perf_counter()
-    fig = cc.start_energy_by_clinician(big, protocol)
-    points = sum(len(c.get_offsets()) for c in fig.axes[0].collections
-                 if isinstance(c, PathCollection))
-    assert points == cc.MAX_POINTS
-    assert "random sample of 5,000" in flat(fig.get_supxlabel())
-    fig = cc.course_timeline(big, protocol)
-    assert len(fig.axes[0].get_yticklabels()) == cc.MAX_COURSES
-    assert f"{cc.MAX_COURSES} of" in flat(fig.get_supxlabel())
-    for f in (cc.interval_distribution, cc.technique, cc.energy_titration, cc.checklist_items):
-        f(big, protocol)
-    assert time.perf_counter() - start < 20
-
-
 def test_no_pyplot():
-    for name in ("compliance.py", "quality.py"):
+    for name in ("common.py", "compliance.py", "criteria.py", "quality.py"):
         src = (ROOT / "src" / "outcomes" / "charts" / name).read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import matplotlib\.pyplot|from matplotlib import pyplot"
                              r"|from matplotlib\.pyplot)", src, re.MULTILINE)
@@ -506,12 +308,13 @@ def test_no_pyplot():
 HEADINGS = {
     "01_data_quality": ["Input files", "Rejected rows", "Warnings", "Unknown columns",
                         "Missing values per field"],
-    "02_protocol_compliance": ["Summary", "Energy settings", "Treatment intervals", "Technique",
-                               "Endpoint observations", "Test spot", "Checklists",
-                               "Contraindications", "Compliance summary",
-                               "Compliance over time", "Clinicians", "Flagged sessions"],
+    "02_protocol_compliance": ["Summary", "Compliance summary", "Each step of the protocol",
+                               "Monitored indicators", "Compliance over time", "Clinicians",
+                               "Flagged sessions"],
 }
-IMAGES = {"01_data_quality": 4, "02_protocol_compliance": 21}
+#: sections the compliance notebook builds from the default protocol's topics
+TOPICS = ["Energy", "Technique", "Test spot", "Endpoint", "Checklists", "Contraindications",
+          "Schedule", "Follow-up"]
 
 
 def test_notebooks_stored_clean():
@@ -523,19 +326,20 @@ def test_notebooks_stored_clean():
         assert all(not c["outputs"] and c["execution_count"] is None for c in code)
         tagged = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
         assert len(tagged) == 1
-        assert tagged[0]["source"].splitlines() == ['DATA_DIR = "../data/sample"',
-                                                    'PROTOCOL = "flexsys-hair-regrowth"',
-                                                    'OUT_DIR = "../report"']
+        assert tagged[0]["source"].splitlines()[:3] == ['DATA_DIR = "../data/sample"',
+                                                        'PROTOCOL = "flexsys-hair-regrowth"',
+                                                        'OUT_DIR = "../report"']
+        assert tagged[0]["source"].splitlines()[3].startswith("SAVED = None")
         assert cells[0]["cell_type"] == "markdown" and cells[0]["source"].startswith("# ")
         assert "%matplotlib inline" in code[1]["source"]
-        assert "run_audit(ds.sessions.data, protocol, ds.outcomes_data)" in code[1]["source"]
+        assert "outcomes.open(DATA_DIR, protocol=PROTOCOL, saved=SAVED)" in code[1]["source"]
         heads = [ln[3:] for c in cells if c["cell_type"] == "markdown"
                  for ln in c["source"].splitlines() if ln.startswith("## ")]
         assert heads == headings
         # every section opens with a lead of its own, not just a heading
         for c in cells:
             if c["cell_type"] == "markdown" and c["source"].startswith("## "):
-                assert len(c["source"].split("\n", 1)[-1].split()) >= 25
+                assert len(c["source"].split("\n", 1)[-1].split()) >= 15
 
 
 @pytest.fixture(scope="module")
@@ -557,7 +361,7 @@ def executed(tmp_path_factory):
     def run(job):
         label, name, data, out = job
         params = {"DATA_DIR": str(Path(data).resolve()), "PROTOCOL": "flexsys-hair-regrowth",
-                  "OUT_DIR": str(out)}
+                  "OUT_DIR": str(out), "SAVED": None}
         return (label, name), (execute_notebook(NOTEBOOKS / f"{name}.ipynb", params, cwd=out),
                                out)
 
@@ -575,9 +379,17 @@ def test_notebook_runs(executed, label, name):
              for ln in c.source.splitlines() if ln.startswith("## ")]
     assert heads == HEADINGS[name]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == IMAGES[name]
+    if name.startswith("01"):
+        assert len(images) == 4
+    else:  # the summary, one or more per criterion and indicator, over time, clinicians
+        protocol = load_protocol("flexsys-hair-regrowth")
+        assert len(images) >= 1 + len(protocol.criteria) + len(protocol.indicators) + 2
+        topics = [o["data"]["text/markdown"][3:] for o in outputs
+                  if o.get("data", {}).get("text/markdown", "").startswith("## ")]
+        assert topics == TOPICS
     written = "rejected_rows.csv" if name.startswith("01") else "flagged_sessions.csv"
     assert (out / written).is_file()
     if name.startswith("02"):
         md = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
+        md = [m for m in md if not m.startswith("#")]
         assert md and md[0].startswith("- The audit covers")

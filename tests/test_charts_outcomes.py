@@ -119,8 +119,9 @@ def test_density_change_chart_draws_at_most_max_lines(t):
 
 
 def test_group_comparison_chart(t):
-    fig = C.group_comparison_chart(t["values"], t["cmp"], t["groups"])
-    assert "start energy, interval, course length, endpoint" in fig.get_suptitle()
+    key = t["protocol"].key_criteria
+    fig = C.group_comparison_chart(t["values"], t["cmp"], t["groups"], key)
+    assert f"key criteria: {', '.join(key)}" in fig.get_suptitle()
     axes = [ax for ax in fig.axes if ax.axison]
     assert len(axes) == len(t["cmp"])
     for ax, row in zip(axes, t["cmp"].itertuples(), strict=True):

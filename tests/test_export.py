@@ -533,9 +533,9 @@ def test_notebook_walks_through_the_export(tmp_path):
     stored = json.loads(path.read_text(encoding="utf-8"))
     assert all(not c.get("outputs") for c in stored["cells"] if c["cell_type"] == "code")
     params = [c for c in stored["cells"] if "parameters" in c["metadata"].get("tags", [])]
-    assert "".join(params[0]["source"]) == ('DATA_DIR = "../data/sample"\n'
-                                           'PROTOCOL = "flexsys-hair-regrowth"\n'
-                                           'OUT_DIR = "../report"')
+    assert "".join(params[0]["source"]).startswith('DATA_DIR = "../data/sample"\n'
+                                                  'PROTOCOL = "flexsys-hair-regrowth"\n'
+                                                  'OUT_DIR = "../report"\nSAVED = None')
     out_dir = tmp_path / "report"
     nb = execute_notebook(path, {"DATA_DIR": str(SAMPLE), "PROTOCOL": "flexsys-hair-regrowth",
                                  "OUT_DIR": str(out_dir)}, cwd=ROOT / "notebooks")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 import shutil
@@ -45,13 +46,73 @@ def headings(level: str = "## ") -> list[str]:
 @pytest.fixture(scope="module")
 def sample_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    res = run_report(str(SAMPLE), "--out", str(out))
+    trace = out.parent / "trace.txt"
+    res = run_report(str(SAMPLE), "--out", str(out), env={"OUTCOMES_TRACE": str(trace)})
     assert res.returncode == 0, res.stderr
-    return out, res
+    return out, res, trace
+
+
+def test_one_report_loads_and_audits_once(sample_report):
+    """The report opens the study once; every notebook reuses it (kernels included)."""
+    _, _, trace = sample_report
+    events = [line.split()[0] for line in trace.read_text(encoding="utf-8").splitlines()]
+    assert events == ["load", "audit"]
+
+
+PROTOCOLS = [ROOT / "docs" / "example-protocol.toml",
+             ROOT / "tests" / "protocols" / "course-focus.toml",
+             ROOT / "tests" / "protocols" / "three-criteria.toml"]
+
+
+def _sections(page: str) -> dict[str, str]:
+    """Each criterion section of the compliance part: its h3 title → its HTML."""
+    part = page[page.index("Each step of the protocol"):]
+    part = part[:part.index('id="monitored-indicators"')]
+    out = {}
+    for chunk in part.split("<h3")[1:]:
+        title = re.sub(r"<[^>]+>", "", chunk[chunk.index(">") + 1:chunk.index("</h3>")])
+        out[html.unescape(title).strip()] = chunk
+    return out
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.stem)
+def test_any_protocol_gets_a_full_report_audit_and_export(tmp_path, protocol):
+    """Each criterion of any protocol file: its own section, a chart and its table."""
+    from outcomes.protocol import load_protocol
+
+    proto = load_protocol(protocol)
+    res = run_report(str(SAMPLE), "--protocol", str(protocol), "--out", str(tmp_path / "r"))
+    assert res.returncode == 0, res.stderr
+    page = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    sections = _sections(page)
+    for c in proto.criteria:
+        assert c.title in sections, (c.id, list(sections))
+        body = sections[c.title]
+        assert 'src="data:image/png;base64,' in body, c.id
+        assert f"(target {c.target:g} %)" in body, c.id  # the clinician table
+    for topic, _ in proto.topics():
+        assert f">{html.escape(topic)}</h2>" in page
+    audit = subprocess.run([sys.executable, "-m", "outcomes", "audit", str(SAMPLE / "sessions.csv"),
+                            "--outcomes", str(SAMPLE / "outcomes.csv"), "--protocol",
+                            str(protocol), "--json"], check=False, capture_output=True, text=True,
+                           timeout=300)
+    assert audit.returncode == 0, audit.stderr
+    got = [c["id"] for c in json.loads(audit.stdout)["criteria"]]
+    assert got == [c.id for c in proto.criteria]
+    key = tmp_path / "k.key"
+    key.write_text("ab" * 32, encoding="utf-8")
+    export = subprocess.run([sys.executable, "-m", "outcomes", "export",
+                             str(SAMPLE / "sessions.csv"), "--outcomes",
+                             str(SAMPLE / "outcomes.csv"), "--protocol", str(protocol),
+                             "--key-file", str(key), "--out", str(tmp_path / "x")],
+                            check=False, capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr
+    compliance = (tmp_path / "x" / "compliance.csv").read_text(encoding="utf-8")
+    assert all(c.id in compliance for c in proto.criteria)
 
 
 def test_report_html_is_complete_and_standalone(sample_report):
-    out, res = sample_report
+    out, res, _ = sample_report
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "report written to" in res.stdout
     # every section heading of every notebook is in the report, and in the contents list
@@ -79,7 +140,7 @@ def test_report_html_is_complete_and_standalone(sample_report):
 
 
 def test_workbook_beside_the_report(sample_report):
-    out, _ = sample_report
+    out, _, _ = sample_report
     wb = openpyxl.load_workbook(out / "audit.xlsx", read_only=True)
     assert wb.sheetnames[:2] == ["About", "Compliance"]
     assert "Flagged sessions" in wb.sheetnames

@@ -551,7 +551,7 @@ def test_outcomes_json_shape_and_numbers(sample):
 # 7. the notebook
 
 
-HEADINGS = ["# Patient outcomes", "## Final results at 3–6 months",
+HEADINGS = ["# Patient outcomes", "## Final results",
             "## Hair density change from baseline",
             "## Did courses that followed the protocol do better?", "## Energy and outcome",
             "## Recurrence", "## Adverse events"]
@@ -565,13 +565,14 @@ def test_notebook_is_stored_without_outputs_and_has_parameters():
     assert all(c["execution_count"] is None and c["outputs"] == [] for c in code)
     params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
     assert len(params) == 1
-    assert params[0]["source"].splitlines() == ['DATA_DIR = "../data/sample"',
-                                                'PROTOCOL = "flexsys-hair-regrowth"',
-                                                'OUT_DIR = "../report"']
+    assert params[0]["source"].splitlines()[:3] == ['DATA_DIR = "../data/sample"',
+                                                    'PROTOCOL = "flexsys-hair-regrowth"',
+                                                    'OUT_DIR = "../report"']
+    assert params[0]["source"].splitlines()[3].startswith("SAVED = None")
     assert code.index(params[0]) == 0 and cells[0]["cell_type"] == "markdown"
     setup = code[1]["source"]
     assert setup.startswith("%matplotlib inline")
-    assert "audit = run_audit(ds.sessions.data, protocol, ds.outcomes_data)" in setup
+    assert "study = outcomes.open(DATA_DIR, protocol=PROTOCOL, saved=SAVED)" in setup
     text = "\n".join(c["source"] for c in cells if c["cell_type"] == "markdown")
     for h in HEADINGS:
         assert h in text
@@ -629,7 +630,7 @@ def test_notebook_without_outcomes_says_so(tmp_path, monkeypatch):
             continue
         src = "\n".join(ln for ln in cell.source.splitlines() if not ln.startswith("%"))
         if "parameters" in cell.metadata.get("tags", []):
-            src = f"DATA_DIR = {str(data)!r}\nPROTOCOL = 'flexsys-hair-regrowth'\nOUT_DIR = ''"
+            src += f"\nDATA_DIR = {str(data)!r}\nOUT_DIR = ''"
         exec(compile(src, "notebook", "exec"), ns)  # noqa: S102 - our own notebook
     said = [o.data for o in shown if isinstance(o, IPython.display.Markdown)]
     assert any("No outcomes file" in s for s in said)

@@ -31,11 +31,13 @@ def notebook_dir() -> Path:
 
 
 def inject_parameters(nb: nbformat.NotebookNode, params: dict[str, Any]) -> None:
-    """Set the parameters cell's assignments to `params` (values written as repr)."""
+    """Give the parameters cell this run's values (written as repr) after its own defaults,
+    so a parameter the run does not set keeps the notebook's default."""
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
             lines = [f"{k} = {v!r}" for k, v in params.items()]
-            cell.source = "# parameters of this run (injected)\n" + "\n".join(lines)
+            cell.source = (cell.source + "\n# parameters of this run (injected)\n"
+                           + "\n".join(lines))
             return
     raise NotebookError("notebook has no cell tagged 'parameters'")
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +22,13 @@ import pandas as pd
 from nbconvert.filters import markdown2html_mistune
 
 from outcomes import __version__
-from outcomes.audit import run_audit, write_audit
-from outcomes.dataset import Dataset, load_data_dir
+from outcomes.audit import write_audit
+from outcomes.dataset import Dataset
 from outcomes.files import write_atomic
-from outcomes.load import LoadError
 from outcomes.notebooks import NOTEBOOKS, NotebookError, execute_notebook, notebook_dir
 from outcomes.progress import Progress
 from outcomes.protocol import Protocol, load_protocol
+from outcomes.study import open as open_study
 
 ANCHOR_LINK = re.compile(r'<a class="anchor-link"[^>]*>.*?</a>', re.DOTALL)
 CSS = """
@@ -68,20 +70,25 @@ def render_notebook(nb: nbformat.NotebookNode, used: set[str]) -> tuple[str, lis
     """One executed notebook as HTML without code, and its headings (level, id, text)."""
     parts: list[str] = []
     heads: list[tuple[int, str, str]] = []
+
+    def anchor(m: re.Match[str]) -> str:
+        level, text = int(m.group(1)), re.sub(r"<[^>]+>", "", m.group(3))
+        ident = _slug(html.unescape(text), used)
+        heads.append((level, ident, html.unescape(text)))
+        attrs = re.sub(r'\s*id="[^"]*"', "", m.group(2))
+        return f'<h{level} id="{ident}"{attrs}>{m.group(3)}</h{level}>'
+
+    def headed(body: str) -> str:
+        """Headings get one unique id each and enter the contents list."""
+        body = ANCHOR_LINK.sub("", body)
+        return re.sub(r"<h([1-3])([^>]*)>(.*?)</h\1>", anchor, body, flags=re.DOTALL)
+
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            body = ANCHOR_LINK.sub("", markdown2html_mistune(cell.source))
-
-            def anchor(m: re.Match[str]) -> str:
-                level, text = int(m.group(1)), re.sub(r"<[^>]+>", "", m.group(3))
-                ident = _slug(html.unescape(text), used)
-                heads.append((level, ident, html.unescape(text)))
-                return f'<h{level} id="{ident}"{m.group(2)}>{m.group(3)}</h{level}>'
-
-            parts.append(re.sub(r"<h([1-3])([^>]*)>(.*?)</h\1>", anchor, body, flags=re.DOTALL))
+            parts.append(headed(markdown2html_mistune(cell.source)))
         elif cell.cell_type == "code":
             for out in cell.get("outputs", []):
-                parts.append(_render_output(out))
+                parts.append(headed(_render_output(out)))
     return "\n".join(p for p in parts if p), heads
 
 
@@ -135,32 +142,36 @@ def build_report(data_dir: str | Path = "data/sample", protocol: str | Path = "f
     if missing:
         raise NotebookError(f"notebook {missing[0]}.ipynb is missing from {folder}")
     bar = Progress(len(NOTEBOOKS) + 2, "report", enabled=progress)
-    ds = load_data_dir(data_dir)
-    audit = run_audit(ds.sessions.data, proto, ds.outcomes_data)
-    if nothing := audit.nothing_audited():
-        raise LoadError(f"{ds.paths['sessions'].name}: {nothing}")
+    study = open_study(data_dir, proto)  # loaded and audited once, for every notebook
+    ds = study.dataset
     out.mkdir(parents=True, exist_ok=True)
-    workbook = write_audit(audit, out, ds.files(), csv=False,
+    workbook = write_audit(study.audit, out, ds.files(), csv=False,
                            rejections=ds.rejections())["workbook"]
     timings["load, audit and audit.xlsx"] = time.perf_counter() - t0
     bar.step("audit.xlsx")
     is_file = Path(str(protocol)).suffix == ".toml"
     protocol_arg = str(Path(protocol).resolve()) if is_file else proto.id
-    params = {"DATA_DIR": str(data_dir), "PROTOCOL": protocol_arg, "OUT_DIR": str(out)}
     used: set[str] = set()
     bodies: list[str] = []
     toc: list[tuple[int, str, str]] = []
-    for name in NOTEBOOKS:
-        t = time.perf_counter()
-        nb = execute_notebook(folder / f"{name}.ipynb", params, cwd=out)
-        try:
-            body, heads = render_notebook(nb, used)
-        except NotebookError as exc:
-            raise NotebookError(f"notebook {name}.ipynb: {exc}") from None
-        bodies.append(f'<section class="notebook">{body}</section>')
-        toc += heads
-        timings[name] = time.perf_counter() - t
-        bar.step(name)
+    private = Path(tempfile.mkdtemp(prefix="outcomes-report-"))  # mode 0700: holds patient data
+    try:
+        saved = study.save(private / "study.pickle")
+        params = {"DATA_DIR": str(data_dir), "PROTOCOL": protocol_arg, "OUT_DIR": str(out),
+                  "SAVED": str(saved)}
+        for name in NOTEBOOKS:
+            t = time.perf_counter()
+            nb = execute_notebook(folder / f"{name}.ipynb", params, cwd=out)
+            try:
+                body, heads = render_notebook(nb, used)
+            except NotebookError as exc:
+                raise NotebookError(f"notebook {name}.ipynb: {exc}") from None
+            bodies.append(f'<section class="notebook">{body}</section>')
+            toc += heads
+            timings[name] = time.perf_counter() - t
+            bar.step(name)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     title = f"Protocol audit and outcomes — {proto.title}"
     nav = _contents(toc)
     doc = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -41,7 +41,6 @@ from outcomes.stats import kaplan_meier, km_median, newcombe_diff_ci, wilson_ci
 
 __all__ = [
     "FOLLOWED",
-    "KEY_CRITERIA",
     "NOT_FOLLOWED",
     "WINDOWS",
     "adverse_events",
@@ -78,7 +77,6 @@ __all__ = [
 #: Windows an assessment can fall in, relative to its course.
 WINDOWS = ("baseline", "during", "early", "final", "followup", "unmatched")
 #: The protocol lines that decide whether a course "followed the protocol".
-KEY_CRITERIA = ("start_energy", "interval", "course_length", "endpoint")
 FOLLOWED = "followed protocol"
 NOT_FOLLOWED = "did not"
 GROUPS = (FOLLOWED, NOT_FOLLOWED)
@@ -680,10 +678,11 @@ def change_from_baseline(windows: pd.DataFrame, instrument: str = "hair_density"
 # 4. process and outcome
 
 
-def compliance_groups(audit: Any, criteria: Sequence[str] = KEY_CRITERIA,
+def compliance_groups(audit: Any, criteria: Sequence[str] | None = None,
                       missing: str = "not met") -> pd.DataFrame:
     """One row per course: did it meet the key protocol criteria? ("followed protocol"/"did not").
 
+    The key criteria are the protocol's (its `[analysis] key_criteria`) unless given.
     A course followed the protocol when every verdict of every key criterion for it is
     compliant: for session-level criteria (start energy, interval, endpoint) all of its
     sessions, for course-level ones (course length) the course itself. Verdicts "not
@@ -698,6 +697,8 @@ def compliance_groups(audit: Any, criteria: Sequence[str] = KEY_CRITERIA,
     """
     if missing not in ("not met", "exclude"):
         raise ValueError('missing must be "not met" or "exclude"')
+    if criteria is None:
+        criteria = audit.protocol.key_criteria
     known = {c.id: c for c in audit.protocol.criteria}
     unknown = [c for c in criteria if c not in known]
     if unknown:
@@ -740,6 +741,8 @@ def compliance_groups(audit: Any, criteria: Sequence[str] = KEY_CRITERIA,
     out["not_documented"] = miss_total
     out["failed"] = failed
     group = np.where((dev_total == 0) & (miss_total == 0), FOLLOWED, NOT_FOLLOWED).astype(object)
+    if not criteria:  # nothing to follow: no course is in either group
+        group[:] = None
     if missing == "exclude":
         group[(dev_total == 0) & (miss_total > 0)] = None
     out["group"] = pd.Categorical(group, categories=list(GROUPS))
@@ -1135,21 +1138,18 @@ def at_risk_at(km: pd.DataFrame, times: Sequence[float]) -> np.ndarray:
 
 def energy_bands(audit: Any, energy: str = "energy_start_mj",
                  edges: Sequence[float] | None = None) -> pd.Series:
-    """Each session's energy band; the default edges are the protocol's start_energy range.
+    """Each session's energy band; the default edges are the protocol's range on that
+    field (its first range criterion on it), else the quartiles of the documented values.
 
     Labels read "below 20 mJ", "20–30 mJ (protocol)", "above 30 mJ", "not documented".
     """
     s = audit.sessions
     e = s[energy].astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
-    lo = hi = None
-    try:
-        p = audit.protocol.criterion("start_energy").params
-        lo, hi = p.get("min"), p.get("max")
-    except StopIteration:
-        pass
+    lo, hi = audit.protocol.range_of(energy) or (None, None)
+    if edges is None and (lo is None or hi is None):
+        x = e[~np.isnan(e)]  # no protocol band: the middle half of the sessions
+        edges = sorted(set(np.quantile(x, [0.25, 0.75]).round(1))) if len(x) else [0.0]
     if edges is None:
-        if lo is None or hi is None:
-            raise ValueError("the protocol has no start_energy range: give edges=")
         labels = [f"below {lo:g} mJ", f"{lo:g}–{hi:g} mJ (protocol)", f"above {hi:g} mJ"]
         code = np.where(e < lo, 0, np.where(e <= hi, 1, 2))
     else:  # bands [a, b), [b, c), …, the last one closed: [y, z]

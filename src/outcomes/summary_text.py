@@ -16,6 +16,7 @@ import pandas as pd
 
 from outcomes.audit import STATUS_TEXT, Audit
 from outcomes.charts.compliance import POSITIONS, funnel_table, monthly_p_chart
+from outcomes.protocol import Criterion, Protocol
 
 __all__ = [
     "clinician_outliers",
@@ -259,3 +260,24 @@ def flagged_table(flagged: pd.DataFrame, rows: int = 25) -> pd.DataFrame:
         "Source file": [Path(str(x)).name if x is not None else "" for x in f["source_file"]],
         "Row": f["source_row"].to_numpy(),
     })
+
+
+def criterion_intro(c: Criterion) -> str:
+    """A criterion's heading, the sheet's words and what is checked, as Markdown."""
+    unit = {"session": "sessions", "first_session": "first sessions of a course",
+            "course": "completed courses"}[c.level]
+    quote = f"> {c.sheet}\n\n" if c.sheet else ""
+    return (f"### {c.title}\n\n{quote}Checked: {c.describe()}. Target: {c.target:g} % of "
+            f"eligible {unit}.")
+
+
+def key_criteria_text(protocol: Protocol) -> str:
+    """Which criteria decide whether a course 'followed the protocol', as Markdown."""
+    if not protocol.key_criteria:
+        return ("The protocol declares no key criteria, so courses are not split by whether "
+                "they followed it.")
+    items = "\n".join(f"- {protocol.criterion(i).title} ({protocol.criterion(i).describe()})"
+                      for i in protocol.key_criteria)
+    return ("A course *followed the protocol* when every verdict of these key criteria was "
+            "compliant (an undocumented value counts as not followed, as in the audit):\n\n"
+            + items)

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from outcomes import schema
 from outcomes.charts.style import CYCLE, MEANING, PALETTE, new_figure, target_band
-from outcomes.results import CHANGE, FOLLOWED, KEY_CRITERIA, NOT_FOLLOWED, at_risk_at
+from outcomes.results import CHANGE, FOLLOWED, NOT_FOLLOWED, at_risk_at
 
 __all__ = [
     "adverse_event_chart",
@@ -258,8 +258,7 @@ def density_change_chart(paired: pd.DataFrame, summary: dict[str, Any]) -> Figur
 
 
 def group_comparison_chart(values: pd.DataFrame, comparison: pd.DataFrame,
-                           groups: pd.DataFrame,
-                           criteria: Sequence[str] = KEY_CRITERIA) -> Figure:
+                           groups: pd.DataFrame, criteria: Sequence[str] = ()) -> Figure:
     """Courses that followed the protocol against those that did not, one panel per measure.
 
     Each dot is a course (jittered); the bar is the group median with its IQR. Panel
@@ -268,9 +267,8 @@ def group_comparison_chart(values: pd.DataFrame, comparison: pd.DataFrame,
     d = values.merge(groups[["course_id", "group"]], on="course_id", how="inner")
     d = d[d["group"].notna()]
     nrows, ncols = _grid(len(comparison), 3)
-    named = ", ".join(c.replace("_", " ") for c in criteria)
-    fig, axes = _figure("Did courses that followed the protocol do better? (key criteria: "
-                        f"{named})", width=12,
+    named = f" (key criteria: {', '.join(criteria)})" if criteria else ""
+    fig, axes = _figure(f"Did courses that followed the protocol do better?{named}", width=12,
                            height=3.6 * nrows + 0.6, nrows=nrows, ncols=ncols,
                            subtitle="Dots: courses (jittered). Bars: median and IQR. "
                            "r > 0: higher scores in the followed-protocol group.")
@@ -321,12 +319,7 @@ def energy_outcome_chart(energy_data: pd.DataFrame, rho: pd.DataFrame, protocol:
 
     `energy_data` and `rho` are the two tables of results.spearman_energy.
     """
-    lo = hi = None
-    try:
-        params = protocol.criterion("start_energy").params
-        lo, hi = params.get("min"), params.get("max")
-    except StopIteration:
-        pass
+    lo, hi = protocol.range_of(energy) or (None, None)
     nrows, ncols = _grid(len(rho), 3)
     field = schema.fields("sessions").get(energy)
     unit = field.unit if field is not None and field.unit else "mJ"

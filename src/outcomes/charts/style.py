@@ -59,6 +59,8 @@ def _style_axes(ax: Axes) -> None:
 def target_band(ax: Axes, low: float | None, high: float | None, axis: str = "y",
                 label: str = "protocol") -> None:
     """Shade the protocol's target range (or draw its one-sided line) on an axis."""
+    if low is None and high is None:
+        return
     colour = MEANING["target"]
     span = ax.axhspan if axis == "y" else ax.axvspan
     line = ax.axhline if axis == "y" else ax.axvline
