@@ -22,6 +22,7 @@ from outcomes.stats import (
     kaplan_meier,
     km_median,
     newcombe_diff_ci,
+    overdispersion,
     p_chart,
     runs_analysis,
     wilson_ci,
@@ -505,3 +506,174 @@ def test_km_property_monotone_and_bracketed(data):
     ok = ~np.isnan(km["ci_low"].to_numpy())
     assert np.all(km["ci_low"].to_numpy()[ok] <= s[ok] + 1e-12)
     assert np.all(s[ok] <= km["ci_high"].to_numpy()[ok] + 1e-12)
+
+
+# Agreement required with an independent computation of the same formula.
+AGREE = 1e-6
+
+
+# --------------------------------------------------------------------------- funnel, tau2 > 0
+
+
+def _funnel_arcsine_by_hand(p0: float, n: int, level: float, tau2: float) -> tuple[float, float]:
+    # Spiegelhalter (2005) Qual Saf Health Care 14:347-351 / FunnelPlotR calculate_limits
+    # ("PR"): sin^2(asin(sqrt(p0)) -/+ z sqrt(1/(4n) + tau2)), the angle kept in [0, pi/2].
+    z = norm.ppf(1 - (1 - level) / 2)
+    theta = math.asin(math.sqrt(p0))
+    half = z * math.sqrt(1 / (4 * n) + tau2)
+    lo_angle = max(0.0, theta - half)
+    hi_angle = min(math.pi / 2, theta + half)
+    return math.sin(lo_angle) ** 2, math.sin(hi_angle) ** 2
+
+
+@pytest.mark.parametrize("level", [0.95, 0.998])
+@pytest.mark.parametrize("tau2", [1e-4, 0.003, 0.05])
+def test_funnel_limits_random_effects_match_hand_formula(level, tau2):
+    ns = [1, 4, 15, 60, 250, 5000]
+    for p0 in (0.03, 0.4, 0.75, 0.99):
+        lo, hi = funnel_limits(p0, np.array(ns), level, tau2=tau2)
+        for i, n in enumerate(ns):
+            e_lo, e_hi = _funnel_arcsine_by_hand(p0, n, level, tau2)
+            assert abs(lo[i] - e_lo) <= AGREE and abs(hi[i] - e_hi) <= AGREE
+
+
+def test_funnel_limits_tau2_zero_is_todays_exact_binomial():
+    ns = np.array([0, 3, 20, 150])
+    for level in (0.95, 0.998):
+        old = funnel_limits(0.85, ns, level)
+        new = funnel_limits(0.85, ns, level, tau2=0.0)
+        np.testing.assert_array_equal(old[0], new[0])
+        np.testing.assert_array_equal(old[1], new[1])
+    assert funnel_limits(1.0, 25, 0.998, 0.0) == (1.0, 1.0)
+
+
+def test_funnel_limits_random_effects_clip_the_angle_not_the_proportion():
+    # p0 = 0.02, n = 5, tau2 = 0.05: asin(sqrt(.02)) = 0.1419 and the 99.8 % half-width is
+    # 3.09 * sqrt(0.05 + 0.05) = 0.977, so the angle goes negative. sin^2 of the negative
+    # angle is 0.6 -- a "lower limit" far above p0. Clipping the angle gives 0.
+    theta = math.asin(math.sqrt(0.02))
+    half = norm.ppf(0.999) * math.sqrt(1 / 20 + 0.05)
+    assert math.sin(theta - half) ** 2 > 0.5  # what an unclipped formula would give
+    lo, hi = funnel_limits(0.02, 5, 0.998, tau2=0.05)
+    assert lo == 0.0 and 0.02 < hi < 1.0
+    # and at the top: p0 = 0.98, the upper angle passes pi/2 -> exactly 1
+    lo, hi = funnel_limits(0.98, 5, 0.998, tau2=0.05)
+    assert hi == 1.0 and 0.0 < lo < 0.98
+    lo, hi = funnel_limits(0.5, np.array([0, 10]), 0.95, tau2=0.01)
+    assert np.isnan(lo[0]) and np.isnan(hi[0])
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            funnel_limits(0.5, 10, 0.95, tau2=bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(min_value=0.0, max_value=1.0),
+    st.integers(min_value=1, max_value=10_000),
+    st.floats(min_value=1e-8, max_value=0.5),
+    st.floats(min_value=1e-8, max_value=0.5),
+    st.sampled_from([0.95, 0.998]),
+)
+def test_funnel_limits_property_widen_with_tau2(p0, n, t1, t2, level):
+    small, large = sorted((t1, t2))
+    lo_s, hi_s = funnel_limits(p0, n, level, tau2=small)
+    lo_l, hi_l = funnel_limits(p0, n, level, tau2=large)
+    assert 0.0 <= lo_l <= lo_s + 1e-15 <= p0 + 2e-15
+    assert p0 - 1e-15 <= hi_s <= hi_l + 1e-15 <= 1.0 + 1e-15
+
+
+# --------------------------------------------------------------------------- overdispersion
+
+
+def _quantile_type7(values: list[float], prob: float) -> float:
+    # R's quantile(type = 7) (Hyndman & Fan 1996, definition 7), written out.
+    xs = sorted(values)
+    h = (len(xs) - 1) * prob
+    lo = math.floor(h)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+
+
+def _overdispersion_by_hand(x, n, p0=None, winsor=0.1):
+    # FunnelPlotR (transformed_zscore, winsorisation, phi_func, tau_func) for "PR" data,
+    # from the formulas in Spiegelhalter (2005), as straight loops.
+    units = [(xi, ni) for xi, ni in zip(x, n, strict=True) if ni > 0]
+    if p0 is None:
+        p0 = sum(xi for xi, _ in units) / sum(ni for _, ni in units)
+    z = [(math.asin(math.sqrt(xi / ni)) - math.asin(math.sqrt(p0))) * 2 * math.sqrt(ni)
+         for xi, ni in units]
+    lz, uz = _quantile_type7(z, winsor), _quantile_type7(z, 1 - winsor)
+    wz = [lz if v < lz else min(v, uz) for v in z]
+    k = len(units)
+    phi = sum(v * v for v in wz) / k
+    w = [4 * ni for _, ni in units]
+    sw = sum(w)
+    sw2 = sum(wi * wi for wi in w)
+    tau2 = max(0.0, (k * phi - (k - 1)) / (sw - sw2 / sw))
+    return phi, tau2, z
+
+
+# 12 clinicians, proportion compliant: between-clinician spread well beyond binomial
+OD_X = [45, 30, 52, 18, 60, 9, 33, 70, 25, 41, 12, 58]
+OD_N = [50, 48, 60, 40, 62, 30, 35, 90, 26, 55, 40, 61]
+
+
+def test_overdispersion_matches_hand_funnelplotr_formulas():
+    res = overdispersion(OD_X, OD_N)
+    phi, tau2, z = _overdispersion_by_hand(OD_X, OD_N)
+    assert res["phi"] > 1 and res["tau2"] > 0  # this data set is overdispersed
+    assert abs(res["phi"] - phi) <= AGREE
+    assert abs(res["tau2"] - tau2) <= AGREE
+    assert np.allclose(res["z"], z, rtol=0, atol=AGREE)
+    assert res["p0"] == pytest.approx(sum(OD_X) / sum(OD_N), abs=1e-15)
+    # a given target and a different winsorisation
+    res = overdispersion(OD_X, OD_N, p0=0.7, winsor=0.2)
+    phi, tau2, z = _overdispersion_by_hand(OD_X, OD_N, p0=0.7, winsor=0.2)
+    assert abs(res["phi"] - phi) <= AGREE and abs(res["tau2"] - tau2) <= AGREE
+
+
+def test_overdispersion_z_is_unwinsorised_and_skips_empty_units():
+    x = OD_X + [0]
+    n = OD_N + [0]
+    res = overdispersion(x, n)
+    assert res["z"].shape == (13,) and np.isnan(res["z"][-1])
+    _, _, z = _overdispersion_by_hand(OD_X, OD_N)
+    # the largest |z| is outside the winsorisation limits and is returned as is
+    assert np.max(np.abs(res["z"][:-1])) == pytest.approx(max(abs(v) for v in z), abs=AGREE)
+    assert res["phi"] < np.mean(np.asarray(z) ** 2)
+    # winsor = 0: phi is the plain mean of z^2
+    assert overdispersion(OD_X, OD_N, winsor=0)["phi"] == pytest.approx(
+        np.mean(np.asarray(z) ** 2), abs=AGREE)
+
+
+def test_overdispersion_underdispersed_gives_tau2_zero_and_edges():
+    # every unit exactly at p0: z = 0, phi = 0 < (k - 1) / k -> tau2 = 0
+    res = overdispersion([5, 10, 20], [10, 20, 40])
+    assert res["phi"] == 0.0 and res["tau2"] == 0.0
+    one = overdispersion([3], [10])
+    assert one["tau2"] == 0.0 and one["phi"] == 0.0
+    none = overdispersion([0, 0], [0, 0])
+    assert math.isnan(none["phi"]) and none["tau2"] == 0.0
+    with pytest.raises(ValueError):
+        overdispersion([5], [4])
+    with pytest.raises(ValueError):
+        overdispersion([1, 2], [4, 4], p0=1.5)
+    with pytest.raises(ValueError):
+        overdispersion([1, 2], [4, 4], winsor=0.5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=300).flatmap(
+    lambda n: st.tuples(st.integers(min_value=0, max_value=n), st.just(n))),
+    min_size=2, max_size=40))
+def test_overdispersion_property_tau2_nonnegative_and_consistent(units):
+    x, n = zip(*units)
+    res = overdispersion(list(x), list(n))
+    assert res["tau2"] >= 0.0 and res["phi"] >= 0.0
+    k = len(units)
+    # tau2 > 0 exactly when k * phi > k - 1 (Spiegelhalter 2005)
+    if res["tau2"] > 0:
+        assert k * res["phi"] > k - 1
+    phi, tau2, _ = _overdispersion_by_hand(x, n)
+    assert abs(res["phi"] - phi) <= AGREE * max(1.0, phi)
+    assert abs(res["tau2"] - tau2) <= AGREE * max(1.0, tau2)
