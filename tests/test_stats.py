@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scipy.stats import binom, norm
 
 from outcomes.stats import (
+    design_effect,
     funnel_limits,
     kaplan_meier,
     km_median,
@@ -26,6 +27,7 @@ from outcomes.stats import (
     p_chart,
     runs_analysis,
     wilson_ci,
+    wilson_ci_clustered,
 )
 
 # Published values are printed to 4 decimals: a correct value is within half
@@ -677,3 +679,126 @@ def test_overdispersion_property_tau2_nonnegative_and_consistent(units):
     phi, tau2, _ = _overdispersion_by_hand(x, n)
     assert abs(res["phi"] - phi) <= AGREE * max(1.0, phi)
     assert abs(res["tau2"] - tau2) <= AGREE * max(1.0, tau2)
+
+
+# --------------------------------------------------------------------------- design effect
+
+
+def _deff_by_hand(x, n):
+    # Ratio estimator, clusters with replacement (the DESIGN.md formula), as loops.
+    k = len(x)
+    big_n = sum(n)
+    p = sum(x) / big_n
+    ss = 0.0
+    for xi, ni in zip(x, n, strict=True):
+        ss += (xi - p * ni) ** 2
+    var_cluster = k / (k - 1) * ss / big_n**2
+    return var_cluster / (p * (1 - p) / big_n)
+
+
+def _deff_statsmodels(x, n):
+    # Independent route: intercept-only OLS on one 0/1 row per session. Its cluster-robust
+    # variance (statsmodels' default CR1 factor G/(G-1) * (N-1)/(N-1)) is Var_cluster, and
+    # its HC0 variance is p(1-p)/N.
+    import statsmodels.api as sm
+
+    y = np.concatenate([[1.0] * xi + [0.0] * (ni - xi) for xi, ni in zip(x, n, strict=True)])
+    groups = np.repeat(np.arange(len(n)), n)
+    ones = np.ones_like(y)
+    clustered = sm.OLS(y, ones).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    srs = sm.OLS(y, ones).fit(cov_type="HC0")
+    return float((clustered.bse[0] / srs.bse[0]) ** 2)
+
+
+def test_design_effect_hand_worked():
+    # (2 of 2), (0 of 2): N = 4, p = 1/2, sum (x - p n)^2 = 1 + 1 = 2,
+    # Var_cluster = 2/1 * 2/16 = 1/4, p(1-p)/N = 1/16 -> deff = 4
+    assert design_effect([2, 0], [2, 2]) == pytest.approx(4.0, abs=1e-12)
+
+
+def test_design_effect_matches_loops_and_statsmodels_cluster_robust_ols():
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(1, 9, 40)
+    # patient-level compliance varies: a clustered audit
+    probs = rng.beta(2, 1.5, 40)
+    succ = rng.binomial(sizes, probs)
+    got = design_effect(succ, sizes)
+    assert abs(got - _deff_by_hand(succ.tolist(), sizes.tolist())) <= AGREE
+    assert abs(got - _deff_statsmodels(succ.tolist(), sizes.tolist())) <= AGREE
+    assert got > 1
+    # pandas nullable columns; a patient with no eligible sessions is dropped
+    s = pd.Series(list(succ) + [0], dtype="Int64")
+    m = pd.Series(list(sizes) + [0], dtype="Int64")
+    assert design_effect(s, m) == pytest.approx(got, abs=1e-12)
+
+
+def test_design_effect_edges():
+    assert math.isnan(design_effect([3], [5]))  # one cluster: not estimable
+    assert math.isnan(design_effect([3, 0], [5, 0]))  # one cluster left after dropping
+    assert math.isnan(design_effect([], []))
+    assert design_effect([0, 0, 0], [3, 1, 4]) == 1.0  # p = 0
+    assert design_effect([3, 1, 4], [3, 1, 4]) == 1.0  # p = 1
+    with pytest.raises(ValueError):
+        design_effect([3, 2], [2, 2])
+    with pytest.raises(ValueError):
+        design_effect([1, 2], [2, 2, 2])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.booleans(), min_size=2, max_size=200).filter(lambda v: 0 < sum(v) < len(v)))
+def test_design_effect_property_clusters_of_one(outcomes):
+    # Clusters of one session: sum (x - p)^2 = N p (1 - p), so deff = k / (k - 1) exactly
+    # (1 only as k grows: the with-replacement factor).
+    k = len(outcomes)
+    got = design_effect([int(v) for v in outcomes], [1] * k)
+    assert got == pytest.approx(k / (k - 1), rel=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=2, max_value=50), st.integers(min_value=2, max_value=30),
+       st.data())
+def test_design_effect_property_identical_clusters_and_scaling(k, size, data):
+    x = data.draw(st.integers(min_value=1, max_value=size - 1))
+    # every cluster the same proportion: no between-cluster variation at all
+    assert design_effect([x] * k, [size] * k) == pytest.approx(0.0, abs=1e-12)
+    # agrees with the loops for an arbitrary data set
+    xs = data.draw(st.lists(st.integers(min_value=0, max_value=size), min_size=k, max_size=k))
+    if 0 < sum(xs) < k * size:
+        assert design_effect(xs, [size] * k) == pytest.approx(
+            _deff_by_hand(xs, [size] * k), rel=1e-9, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- clustered Wilson
+
+
+def test_wilson_clustered_is_wilson_at_effective_size():
+    z = norm.ppf(0.975)
+    for k, n, deff in [(30, 40, 2.5), (0, 25, 1.7), (25, 25, 3.0), (7, 90, 1.2)]:
+        expected = _wilson_by_hand(k / deff, n / deff, z) if 0 < k < n else None
+        lo, hi = wilson_ci_clustered(k, n, deff)
+        if expected:
+            assert abs(lo - expected[0]) <= AGREE and abs(hi - expected[1]) <= AGREE
+        else:  # 0 or n successes: the closed forms are [0, z^2/(n'+z^2)] and mirror
+            n_eff = n / deff
+            edge = z * z / (n_eff + z * z)
+            assert (lo, hi) == pytest.approx((0.0, edge) if k == 0 else (1 - edge, 1.0),
+                                             abs=AGREE)
+    # deff below 1 gives no credit: the plain Wilson interval
+    assert wilson_ci_clustered(30, 40, 0.6) == wilson_ci(30, 40)
+    assert wilson_ci_clustered(30, 40, 1.0) == wilson_ci(30, 40)
+    lo, hi = wilson_ci_clustered(np.array([3, 0]), np.array([10, 0]), np.array([np.nan, 2.0]))
+    assert np.isnan(lo).all() and np.isnan(hi).all()
+    with pytest.raises(ValueError):
+        wilson_ci_clustered(3, 10, -1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=1, max_value=3000).flatmap(
+    lambda n: st.tuples(st.integers(min_value=0, max_value=n), st.just(n))),
+    st.floats(min_value=0.0, max_value=50.0), st.sampled_from([0.8, 0.95, 0.998]))
+def test_wilson_clustered_property_never_narrower(kn, deff, level):
+    k, n = kn
+    lo, hi = wilson_ci(k, n, level)
+    clo, chi = wilson_ci_clustered(k, n, deff, level)
+    assert clo <= lo + 1e-12 and hi <= chi + 1e-12  # contains the plain interval
+    assert chi - clo >= hi - lo - 1e-12

@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 from scipy import stats as _st
 
 __all__ = [
+    "design_effect",
     "funnel_limits",
     "kaplan_meier",
     "km_median",
@@ -35,6 +36,7 @@ __all__ = [
     "p_chart",
     "runs_analysis",
     "wilson_ci",
+    "wilson_ci_clustered",
 ]
 
 # Relative tolerance used to decide that a value lies *on* a centre line or
@@ -474,6 +476,93 @@ def km_median(table: pd.DataFrame) -> float | None:
     if hit.size == 0:
         return None
     return float(table["time"].to_numpy()[hit[0]])
+
+
+# --------------------------------------------------------------------------- clustering
+
+
+def design_effect(successes: ArrayLike, n: ArrayLike) -> float:
+    """Design effect of a proportion estimated from clusters (e.g. sessions per patient).
+
+    With per-cluster successes ``x_i`` and trials ``n_i`` (i = 1..k clusters),
+    ``N = sum(n_i)`` and the ratio estimator ``p = sum(x_i) / N``::
+
+        Var_cluster = k / (k - 1) * sum((x_i - p * n_i) ** 2) / N ** 2
+        deff        = Var_cluster / (p * (1 - p) / N)
+
+    ``Var_cluster`` is the linearisation (Taylor-series) variance of a ratio
+    estimator with clusters treated as sampled with replacement (Cochran WG,
+    Sampling Techniques, 3rd ed., 1977, chapter 6 on ratio estimators; Kish L,
+    Survey Sampling, 1965); ``deff`` is Kish's design effect, the
+    variance relative to simple random sampling of N sessions. It equals the
+    square of the cluster-robust (CR1) standard error of an intercept-only
+    regression divided by the square of its HC0 standard error.
+
+    Edge cases (chosen and tested):
+
+    * clusters with ``n_i == 0`` or a missing count carry no information and
+      are dropped before k is counted;
+    * fewer than 2 clusters: ``nan`` (a between-cluster variance cannot be
+      estimated from one cluster);
+    * ``p`` of exactly 0 or 1 (with k >= 2): ``1.0``. Every session agrees, so
+      both variances are 0 and the ratio is 0/0; 1.0 means "no inflation", so
+      a clustered interval falls back to the plain Wilson one, which is still
+      informative at 0 of N and N of N.
+
+    Values below 1 (less variation between clusters than binomial) are
+    returned as computed; :func:`wilson_ci_clustered` uses ``max(deff, 1)``.
+    Note that even with clusters of size 1 the estimator gives k / (k - 1),
+    not exactly 1, because of the with-replacement factor.
+    """
+    x = _as_float(successes).ravel()
+    m = _as_float(n).ravel()
+    if x.shape != m.shape:
+        raise ValueError("design_effect: successes and n must have the same length")
+    _check_counts(x, m, "design_effect")
+    keep = (m > 0) & ~np.isnan(x)
+    x, m = x[keep], m[keep]
+    k = x.size
+    if k < 2:
+        return float("nan")
+    total = m.sum()
+    p = x.sum() / total
+    if p <= 0.0 or p >= 1.0:
+        return 1.0
+    var_cluster = k / (k - 1.0) * np.sum((x - p * m) ** 2) / total**2
+    return float(var_cluster / (p * (1.0 - p) / total))
+
+
+def wilson_ci_clustered(
+    successes: ArrayLike, n_total: ArrayLike, deff: ArrayLike, level: float = 0.95
+) -> tuple[Any, Any]:
+    """Wilson interval for clustered data, at the effective sample size.
+
+    The Wilson score interval (see :func:`wilson_ci`) computed with both the
+    number of successes and the number of trials divided by ``max(deff, 1)``,
+    i.e. at the effective size ``N / max(deff, 1)`` and the same proportion
+    (Kish's effective sample size, Kish L, Survey Sampling, 1965; the same
+    substitution Korn EL and Graubard BI (1998, Survey Methodology 24:193-201)
+    make in the Clopper-Pearson interval).
+
+    Because the Wilson interval is the set of p with
+    ``n (p_hat - p)^2 <= z^2 p (1 - p)``, a smaller n gives a superset: the
+    clustered interval always contains the plain one and is never narrower.
+    ``deff`` below 1 is treated as 1 (no credit for clustering); a missing
+    ``deff`` (e.g. :func:`design_effect` of a single cluster) gives
+    ``(nan, nan)``, as does ``n_total == 0``. Vectorised like
+    :func:`wilson_ci`.
+    """
+    z = _z(level)
+    k_arr, n_arr, d_arr = np.broadcast_arrays(
+        _as_float(successes), _as_float(n_total), _as_float(deff)
+    )
+    _check_counts(k_arr, n_arr, "wilson_ci_clustered")
+    with np.errstate(invalid="ignore"):
+        if np.any(d_arr < 0):
+            raise ValueError("wilson_ci_clustered: deff must be >= 0")
+    factor = np.maximum(d_arr, 1.0)  # nan propagates
+    low, high = _wilson(k_arr / factor, n_arr / factor, z)
+    return _out(k_arr.ndim == 0, low, high)
 
 
 # --------------------------------------------------------------------------- overdispersion
