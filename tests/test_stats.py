@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scipy.stats import binom, norm
 
 from outcomes.stats import (
+    bh_qvalues,
     design_effect,
     funnel_limits,
     kaplan_meier,
@@ -802,3 +803,66 @@ def test_wilson_clustered_property_never_narrower(kn, deff, level):
     clo, chi = wilson_ci_clustered(k, n, deff, level)
     assert clo <= lo + 1e-12 and hi <= chi + 1e-12  # contains the plain interval
     assert chi - clo >= hi - lo - 1e-12
+
+
+# --------------------------------------------------------------------------- Benjamini-Hochberg
+
+
+def _bh_by_hand(p: list[float]) -> list[float]:
+    # Benjamini & Hochberg (1995), adjusted: q_(i) = min(1, min_{j >= i} m p_(j) / j).
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    q = [0.0] * m
+    for rank, i in enumerate(order, start=1):
+        q[i] = min(1.0, min(m * p[order[j - 1]] / j for j in range(rank, m + 1)))
+    return q
+
+
+# Benjamini & Hochberg (1995) J R Stat Soc B 57:289-300, the paper's worked example:
+# 15 p-values from one trial; at FDR 0.05 the procedure rejects the four smallest
+# (Bonferroni only three).
+BH_1995 = [0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459,
+           0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.0000]
+
+
+def test_bh_qvalues_published_example_and_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    q = bh_qvalues(BH_1995)
+    assert int((q <= 0.05).sum()) == 4
+    ref = multipletests(BH_1995, method="fdr_bh")[1]
+    assert np.allclose(q, ref, rtol=0, atol=AGREE)
+    assert np.allclose(q, _bh_by_hand(BH_1995), rtol=0, atol=AGREE)
+
+
+def test_bh_qvalues_nan_aware_with_ties_and_shape():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    p = np.round(rng.uniform(0, 0.2, 60), 3)  # rounding makes ties
+    p[[4, 17, 33]] = np.nan
+    q = bh_qvalues(pd.Series(p))
+    ok = ~np.isnan(p)
+    assert np.isnan(q[~ok]).all()
+    ref = multipletests(p[ok], method="fdr_bh")[1]  # m = 57, not 60
+    assert np.allclose(q[ok], ref, rtol=0, atol=AGREE)
+    assert np.allclose(q[ok], _bh_by_hand(p[ok].tolist()), rtol=0, atol=AGREE)
+    assert bh_qvalues(p.reshape(6, 10)).shape == (6, 10)
+    assert bh_qvalues([]).shape == (0,)
+    assert np.isnan(bh_qvalues([np.nan])).all()
+    with pytest.raises(ValueError):
+        bh_qvalues([0.1, 1.2])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.floats(min_value=0.0, max_value=1.0), st.just(float("nan"))),
+                max_size=60))
+def test_bh_qvalues_property(p):
+    q = bh_qvalues(p)
+    a = np.asarray(p, dtype=float)
+    ok = ~np.isnan(a)
+    assert np.array_equal(np.isnan(q), ~ok)
+    assert np.all(q[ok] >= a[ok] - 1e-15) and np.all(q[ok] <= 1.0)
+    order = np.argsort(a[ok], kind="stable")
+    assert np.all(np.diff(q[ok][order]) >= -1e-15)  # monotone in p
+    assert np.allclose(q[ok], _bh_by_hand(a[ok].tolist()), rtol=0, atol=1e-12)

@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 from scipy import stats as _st
 
 __all__ = [
+    "bh_qvalues",
     "design_effect",
     "funnel_limits",
     "kaplan_meier",
@@ -633,3 +634,39 @@ def overdispersion(
         denom = w.sum() - np.sum(w**2) / w.sum()
         tau2 = float(max(0.0, (k * phi - (k - 1)) / denom))
     return {"phi": phi, "tau2": tau2, "z": z, "p0": p0}
+
+
+# --------------------------------------------------------------------------- multiplicity
+
+
+def bh_qvalues(p: ArrayLike) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values ("q-values"), missing-value aware.
+
+    Benjamini Y, Hochberg Y (1995) "Controlling the false discovery rate",
+    J R Stat Soc B 57:289-300, step-up procedure as adjusted p-values (R's
+    ``p.adjust(method = "BH")``): with the m non-missing p-values sorted,
+    ``p_(1) <= ... <= p_(m)``::
+
+        q_(i) = min(1, min_{j >= i} m * p_(j) / j)
+
+    Rejecting every hypothesis with ``q <= alpha`` controls the false
+    discovery rate at alpha. ``nan`` (a test that could not be done) stays
+    ``nan`` and does not count in m. Returns a float array of the input's
+    shape; p-values outside [0, 1] raise ``ValueError``.
+    """
+    a = _as_float(p)
+    flat = a.ravel()
+    ok = ~np.isnan(flat)
+    pv = flat[ok]
+    if np.any((pv < 0) | (pv > 1)):
+        raise ValueError("bh_qvalues: p-values must lie in [0, 1]")
+    out = np.full(flat.shape, np.nan)
+    m = pv.size
+    if m:
+        order = np.argsort(pv, kind="stable")
+        scaled = pv[order] * m / np.arange(1, m + 1)
+        q = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+        back = np.empty(m)
+        back[order] = q
+        out[ok] = back
+    return out.reshape(a.shape)
