@@ -19,6 +19,7 @@ from scipy.stats import binom, norm
 
 from outcomes.stats import (
     bh_qvalues,
+    cumulative_incidence,
     design_effect,
     funnel_limits,
     kaplan_meier,
@@ -866,3 +867,170 @@ def test_bh_qvalues_property(p):
     order = np.argsort(a[ok], kind="stable")
     assert np.all(np.diff(q[ok][order]) >= -1e-15)  # monotone in p
     assert np.allclose(q[ok], _bh_by_hand(a[ok].tolist()), rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- competing risks
+
+
+def _cif_by_hand(times, codes, level=0.95):
+    """Aalen-Johansen CIF (textbook: CIF(t) = sum S(t_j-) d1_j / n_j, S the all-cause KM)
+    and the Marubini-Valsecchi delta-method variance, as plain loops over distinct times,
+    with the log(-log) interval."""
+    z = norm.ppf(1 - (1 - level) / 2)
+    rows = []
+    s_before, cif = 1.0, 0.0
+    for t in sorted(set(times)):
+        n = sum(1 for ti in times if ti >= t)
+        d1 = sum(1 for ti, c in zip(times, codes, strict=True) if ti == t and c == 1)
+        d2 = sum(1 for ti, c in zip(times, codes, strict=True) if ti == t and c == 2)
+        cif += s_before * d1 / n
+        rows.append({"time": t, "n": n, "d1": d1, "d2": d2, "s_before": s_before, "cif": cif})
+        s_before *= 1 - (d1 + d2) / n
+    out = []
+    for i, r in enumerate(rows):
+        var = 0.0
+        for j in range(i + 1):
+            rj = rows[j]
+            n, d1, d = rj["n"], rj["d1"], rj["d1"] + rj["d2"]
+            diff = r["cif"] - rj["cif"]
+            if d and n > d:
+                var += diff**2 * d / (n * (n - d))
+            var += rj["s_before"] ** 2 * d1 * (n - d1) / n**3
+            var -= 2 * diff * rj["s_before"] * d1 / n**2
+        f = r["cif"]
+        if 0 < f < 1:
+            se_t = math.sqrt(max(var, 0.0)) / (f * abs(math.log(f)))
+            lo = math.exp(-math.exp(math.log(-math.log(f)) + z * se_t))
+            hi = math.exp(-math.exp(math.log(-math.log(f)) - z * se_t))
+        else:
+            lo = hi = 0.0 if f == 0 else float("nan")
+        out.append((r["time"], r["n"], r["d1"], r["d2"], f, var, lo, hi))
+    return out
+
+
+def _competing_data(seed: int, size: int = 70):
+    rng = np.random.default_rng(seed)
+    times = rng.integers(1, 25, size).astype(float)  # integer days: many ties
+    codes = rng.choice([0, 1, 2], size=size, p=[0.3, 0.45, 0.25])
+    return times, codes
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cumulative_incidence_matches_hand_loops(seed):
+    times, codes = _competing_data(seed)
+    got = cumulative_incidence(times, codes)
+    assert list(got.columns) == ["time", "at_risk", "events", "competing", "cif",
+                                 "ci_low", "ci_high"]
+    ref = _cif_by_hand(times.tolist(), codes.tolist())
+    assert len(got) == len(ref)
+    for row, (t, n, d1, d2, f, _, lo, hi) in zip(got.itertuples(), ref, strict=True):
+        assert (row.time, row.at_risk, row.events, row.competing) == (t, n, d1, d2)
+        assert abs(row.cif - f) <= AGREE
+        if math.isnan(lo):
+            assert math.isnan(row.ci_low) and math.isnan(row.ci_high)
+        else:
+            assert abs(row.ci_low - lo) <= AGREE and abs(row.ci_high - hi) <= AGREE
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cumulative_incidence_matches_statsmodels(seed):
+    # statsmodels.duration.survfunc.CumIncidenceRight: Aalen-Johansen estimate and the
+    # Marubini-Valsecchi standard error (Stata stcompet), over all distinct times.
+    from statsmodels.duration.survfunc import CumIncidenceRight
+
+    times, codes = _competing_data(seed)
+    got = cumulative_incidence(times, codes)
+    ref = CumIncidenceRight(times, codes)
+    assert np.array_equal(got["time"].to_numpy(), ref.times)
+    assert np.allclose(got["cif"], ref.cinc[0], rtol=0, atol=AGREE)
+    se = ref.cinc_se[0]
+    f = got["cif"].to_numpy()
+    inside = (f > 0) & (f < 1) & np.isfinite(se)
+    z = norm.ppf(0.975)
+    # recover the interval from statsmodels' standard error on the log(-log) scale
+    se_t = se[inside] / (f[inside] * np.abs(np.log(f[inside])))
+    lo = np.exp(-np.exp(np.log(-np.log(f[inside])) + z * se_t))
+    hi = np.exp(-np.exp(np.log(-np.log(f[inside])) - z * se_t))
+    assert np.allclose(got["ci_low"].to_numpy()[inside], lo, rtol=0, atol=AGREE)
+    assert np.allclose(got["ci_high"].to_numpy()[inside], hi, rtol=0, atol=AGREE)
+
+
+def test_cumulative_incidence_without_censoring_is_binomial():
+    # No censoring: the CIF is the plain proportion with the event by t, and the
+    # Marubini-Valsecchi variance reduces to the binomial F(1 - F)/N.
+    times = [1, 2, 2, 3, 4, 4, 4, 5, 6, 7, 8, 8, 9, 10, 12, 12]
+    codes = [1, 2, 1, 1, 2, 2, 1, 1, 2, 1, 1, 2, 2, 1, 1, 2]
+    big_n = len(times)
+    got = cumulative_incidence(times, codes).set_index("time")
+    z = norm.ppf(0.975)
+    for t in sorted(set(times)):
+        f = sum(1 for ti, c in zip(times, codes, strict=True) if ti <= t and c == 1) / big_n
+        assert got.loc[t, "cif"] == pytest.approx(f, abs=1e-12)
+        se_t = math.sqrt(f * (1 - f) / big_n) / (f * abs(math.log(f)))
+        assert got.loc[t, "ci_low"] == pytest.approx(f ** math.exp(z * se_t), abs=AGREE)
+        assert got.loc[t, "ci_high"] == pytest.approx(f ** math.exp(-z * se_t), abs=AGREE)
+
+
+def test_cumulative_incidence_without_competing_events_is_one_minus_km():
+    # With no competing event the CIF is 1 - Kaplan-Meier and the variance is Greenwood's
+    # (statsmodels SurvfuncRight); Freireich 6-MP arm, published KM in Kleinbaum & Klein.
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    got = cumulative_incidence(SIX_MP_TIMES, SIX_MP_EVENTS).set_index("time")
+    for t, (_, _, s) in KLEINBAUM_6MP.items():
+        assert abs(got.loc[t, "cif"] - (1 - s)) <= 5e-4 + 1e-12
+    sf = SurvfuncRight(np.array(SIX_MP_TIMES, float), np.array(SIX_MP_EVENTS, float))
+    ev = got.loc[sf.surv_times]
+    assert np.allclose(ev["cif"], 1 - sf.surv_prob, rtol=0, atol=AGREE)
+    f = ev["cif"].to_numpy()
+    z = norm.ppf(0.975)
+    se_t = sf.surv_prob_se / (f * np.abs(np.log(f)))
+    assert np.allclose(ev["ci_low"], f ** np.exp(z * se_t), rtol=0, atol=AGREE)
+    assert np.allclose(ev["ci_high"], f ** np.exp(-z * se_t), rtol=0, atol=AGREE)
+
+
+def test_cumulative_incidence_matches_lifelines_if_installed():
+    lifelines = pytest.importorskip("lifelines")  # not a dependency: only if present
+    rng = np.random.default_rng(9)
+    times = rng.exponential(10, 60).round(6)  # distinct times: lifelines jitters ties
+    codes = rng.choice([0, 1, 2], size=60)
+    ajf = lifelines.AalenJohansenFitter(calculate_variance=True)
+    ajf.fit(times, codes, event_of_interest=1)
+    got = cumulative_incidence(times, codes).set_index("time")
+    ref = ajf.cumulative_density_.iloc[:, 0]
+    assert np.allclose(got["cif"], ref.loc[got.index], rtol=0, atol=AGREE)
+
+
+def test_cumulative_incidence_edges():
+    got = cumulative_incidence([2, 3, 5], [0, 2, 0])  # no event of interest at all
+    assert (got["cif"] == 0).all() and (got["ci_low"] == 0).all() and (got["ci_high"] == 0).all()
+    got = cumulative_incidence([1, 2], [1, 1])  # everyone has the event: CIF reaches 1
+    assert got["cif"].tolist() == [0.5, 1.0]
+    assert np.isnan(got["ci_low"].iloc[1]) and np.isnan(got["ci_high"].iloc[1])
+    empty = cumulative_incidence([], [])
+    assert empty.empty and list(empty.columns)[:5] == ["time", "at_risk", "events",
+                                                       "competing", "cif"]
+    with pytest.raises(ValueError):
+        cumulative_incidence([1, 2], [1, 3])
+    with pytest.raises(ValueError):
+        cumulative_incidence([1, np.nan], [1, 0])
+    with pytest.raises(ValueError):
+        cumulative_incidence([1, 2, 3], [1, 0])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=30), st.sampled_from([0, 1, 2])),
+                min_size=1, max_size=60))
+def test_cumulative_incidence_property_sums_with_survival(data):
+    # CIF_1 + CIF_2 + S_all-cause = 1 at every time (Aalen-Johansen state probabilities).
+    times, codes = (list(v) for v in zip(*data))
+    swapped = [{1: 2, 2: 1}.get(c, 0) for c in codes]
+    f1 = cumulative_incidence(times, codes)
+    f2 = cumulative_incidence(times, swapped)
+    km = kaplan_meier(times, [int(c > 0) for c in codes])
+    assert np.allclose(f1["cif"] + f2["cif"] + km["survival"], 1.0, rtol=0, atol=1e-12)
+    cif = f1["cif"].to_numpy()
+    assert np.all(np.diff(cif) >= -1e-15)
+    ok = ~np.isnan(f1["ci_low"].to_numpy())
+    assert np.all(f1["ci_low"].to_numpy()[ok] <= cif[ok] + 1e-12)
+    assert np.all(cif[ok] <= f1["ci_high"].to_numpy()[ok] + 1e-12)
