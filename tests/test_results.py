@@ -251,22 +251,77 @@ def test_paired_t_matches_student_sleep_data():
     assert (t["ci_low"], t["ci_high"]) == pytest.approx((-2.4598858, -0.7001142), abs=5e-8)
 
 
-def test_wilcoxon_matches_scipy_and_r_example():
-    # Hollander & Wolfe (1973) p. 29 depression scores, R's ?wilcox.test example:
+def _wilcoxon_r_by_hand(d, correct=True, alternative="two.sided"):
+    """R's wilcox.test(d, mu = 0, exact = FALSE) normal approximation, written out from
+    stats:::wilcox.test.default: zeros dropped, V = sum of positive ranks, tie-corrected
+    sigma, continuity correction sign(z) * 0.5 (two-sided) or +/- 0.5 (one-sided)."""
+    d = np.asarray(d, float)
+    d = d[d != 0]
+    n = d.size
+    r = stats.rankdata(np.abs(d))
+    v = r[d > 0].sum()
+    _, nties = np.unique(r, return_counts=True)
+    z = v - n * (n + 1) / 4
+    sigma = math.sqrt(n * (n + 1) * (2 * n + 1) / 24 - (nties**3 - nties).sum() / 48)
+    corr = 0.0
+    if correct:
+        corr = {"two.sided": math.copysign(0.5, z) if z else 0.0, "greater": 0.5,
+                "less": -0.5}[alternative]
+    z = (z - corr) / sigma
+    if alternative == "less":
+        return v, stats.norm.cdf(z)
+    if alternative == "greater":
+        return v, stats.norm.sf(z)
+    return v, 2 * min(stats.norm.cdf(z), stats.norm.sf(z))
+
+
+# Hollander & Wolfe (1973) p. 29 depression scores, R's ?wilcox.test example
+HW_X = np.array([1.83, 0.50, 1.62, 2.48, 1.68, 1.88, 1.55, 3.06, 1.30])
+HW_Y = np.array([0.878, 0.647, 0.598, 2.05, 1.06, 1.29, 1.06, 3.14, 1.29])
+
+
+def test_wilcoxon_exact_matches_r_example():
     # wilcox.test(x, y, paired = TRUE, alternative = "greater"): V = 40, p-value = 0.01953,
-    # so the two-sided exact p is 0.0390625.
-    x = np.array([1.83, 0.50, 1.62, 2.48, 1.68, 1.88, 1.55, 3.06, 1.30])
-    y = np.array([0.878, 0.647, 0.598, 2.05, 1.06, 1.29, 1.06, 3.14, 1.29])
-    w = R.wilcoxon_signed_rank(x - y)
-    ref = stats.wilcoxon(x - y)
+    # so the two-sided exact p is 0.0390625 (n = 9 < 50, no ties, no zeros: exact in R).
+    w = R.wilcoxon_signed_rank(HW_X - HW_Y)
+    ref = stats.wilcoxon(HW_X - HW_Y, method="exact")
     assert (w["statistic"], w["p"]) == (ref.statistic, ref.pvalue)
     assert w["p"] == pytest.approx(0.0390625)
-    # larger, with ties and zeros: still scipy on the same data
-    d = np.random.default_rng(5).integers(-3, 6, 300).astype(float)
-    ref = stats.wilcoxon(d, zero_method="wilcox")
+    # The hand-written normal approximation reproduces R's printed large-sample example,
+    # wilcox.test(y - x, alternative = "less", exact = FALSE, correct = FALSE):
+    # V = 5, p-value = 0.01908 -- a check of the reference, not of our code.
+    v, p = _wilcoxon_r_by_hand(HW_Y - HW_X, correct=False, alternative="less")
+    assert v == 5 and p == pytest.approx(0.01908, abs=5e-6)
+
+
+def test_wilcoxon_uses_r_default_rule_and_continuity_correction():
+    rng = np.random.default_rng(5)
+    # ties and zeros, n = 300: normal approximation with continuity correction
+    d = rng.integers(-3, 6, 300).astype(float)
     got = R.wilcoxon_signed_rank(d)
+    ref = stats.wilcoxon(d, zero_method="wilcox", correction=True, method="asymptotic")
     assert (got["statistic"], got["p"]) == (ref.statistic, ref.pvalue)
+    assert got["p"] == pytest.approx(_wilcoxon_r_by_hand(d)[1], abs=1e-6)
     assert got["n_nonzero"] == int((d != 0).sum())
+    # small n with ties (scipy's "auto" would run a permutation test here; R does not)
+    d = np.array([1.5, -0.5, 2.0, 2.0, 3.0, -1.0, 4.0, 0.5])
+    got = R.wilcoxon_signed_rank(d)
+    assert got["p"] == pytest.approx(_wilcoxon_r_by_hand(d)[1], abs=1e-6)
+    assert got["p"] != pytest.approx(stats.wilcoxon(d).pvalue, abs=1e-6)
+    # a zero and no ties, n < 50: R drops to the normal approximation too
+    d = np.array([0.0, 1.1, -0.3, 2.4, 3.7, 0.9, 1.6, -2.2, 4.5, 2.9])
+    got = R.wilcoxon_signed_rank(d)
+    assert got["p"] == pytest.approx(_wilcoxon_r_by_hand(d)[1], abs=1e-6)
+    assert got["n_nonzero"] == 9
+    # n = 49 distinct, no zeros: exact; n = 50: normal approximation with correction
+    d49 = rng.permutation(np.arange(1, 50)) * rng.choice([-1.0, 1.0], 49) + 0.25
+    got = R.wilcoxon_signed_rank(d49)
+    assert got["p"] == stats.wilcoxon(d49, method="exact").pvalue
+    d50 = rng.permutation(np.arange(1, 51)) * rng.choice([-1.0, 1.0], 50) + 0.25
+    got = R.wilcoxon_signed_rank(d50)
+    assert got["p"] == pytest.approx(_wilcoxon_r_by_hand(d50)[1], abs=1e-6)
+    assert got["p"] == stats.wilcoxon(d50, correction=True, method="asymptotic").pvalue
+    assert math.isnan(R.wilcoxon_signed_rank([0.0, 0.0, np.nan])["p"])
 
 
 def test_matched_pairs_rank_biserial_matches_effectsize():

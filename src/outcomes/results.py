@@ -259,15 +259,32 @@ def mann_whitney(x: Any, y: Any, level: float = 0.95) -> dict[str, float]:
 def wilcoxon_signed_rank(diff: Any) -> dict[str, float]:
     """Wilcoxon signed-rank test of paired differences against 0 (two-sided).
 
-    scipy.stats.wilcoxon with zero differences dropped (Wilcoxon's original rule) and
-    method "auto" (exact for small n without ties, else normal approximation).
-    Returns statistic (the smaller rank sum), p, n_nonzero.
+    Matches R's default ``wilcox.test(x, mu = 0, exact = NULL, correct = TRUE)``:
+
+    * zero differences are dropped (Wilcoxon's original rule) and n counts the rest;
+    * exact p-value (null distribution of the signed-rank statistic) when n < 50 and
+      there are neither ties among |d| nor zeros;
+    * otherwise the normal approximation with R's tie-corrected variance
+      ``n(n+1)(2n+1)/24 - sum(t^3 - t)/48`` and a continuity correction of 0.5
+      towards the mean: ``z = (V - n(n+1)/4 - sign(.) * 0.5) / sigma``.
+
+    Computed with scipy.stats.wilcoxon and explicit arguments (``zero_method="wilcox"``,
+    ``correction=True``, ``method="exact"`` or ``"asymptotic"`` chosen by the rule
+    above). scipy's own ``method="auto"`` differs from R: it is exact up to n = 50
+    inclusive, and with ties or zeros it runs a permutation test for n <= 13.
+    Returns statistic (the smaller of the two rank sums, scipy's two-sided
+    statistic), p, n_nonzero.
     """
     d = _finite(diff)
-    nz = int((d != 0).sum())
+    nonzero = d[d != 0]
+    nz = int(nonzero.size)
     if nz == 0:
         return {"statistic": math.nan, "p": math.nan, "n_nonzero": 0}
-    res = _st.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
+    ties = np.unique(np.abs(nonzero)).size < nz
+    zeros = nz < d.size
+    method = "exact" if (nz < 50 and not ties and not zeros) else "asymptotic"
+    res = _st.wilcoxon(d, zero_method="wilcox", correction=True, alternative="two-sided",
+                       method=method)
     return {"statistic": float(res.statistic), "p": float(res.pvalue), "n_nonzero": nz}
 
 

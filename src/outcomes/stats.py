@@ -27,13 +27,18 @@ from numpy.typing import ArrayLike
 from scipy import stats as _st
 
 __all__ = [
+    "bh_qvalues",
+    "cumulative_incidence",
+    "design_effect",
     "funnel_limits",
     "kaplan_meier",
     "km_median",
     "newcombe_diff_ci",
+    "overdispersion",
     "p_chart",
     "runs_analysis",
     "wilson_ci",
+    "wilson_ci_clustered",
 ]
 
 # Relative tolerance used to decide that a value lies *on* a centre line or
@@ -308,7 +313,9 @@ def p_chart(successes: ArrayLike, sizes: ArrayLike) -> pd.DataFrame:
 # --------------------------------------------------------------------------- funnel
 
 
-def funnel_limits(p0: ArrayLike, n: ArrayLike, level: float) -> tuple[Any, Any]:
+def funnel_limits(
+    p0: ArrayLike, n: ArrayLike, level: float, tau2: float = 0.0
+) -> tuple[Any, Any]:
     """Funnel-plot control limits for a proportion with denominator ``n``.
 
     Exact binomial limits with interpolation between integers, Spiegelhalter
@@ -324,8 +331,26 @@ def funnel_limits(p0: ArrayLike, n: ArrayLike, level: float) -> tuple[Any, Any]:
     Typical levels are 0.95 and 0.998. Vectorised over ``n`` (and ``p0``);
     limits are clipped to [0, 1]; ``n == 0`` gives nan. For ``p0`` of exactly
     0 or 1 the limits are ``p0`` itself (no variation is possible).
+
+    Overdispersion (``tau2 > 0``, e.g. from :func:`overdispersion`): random-
+    effects limits on the variance-stabilising arcsine scale, Spiegelhalter DJ
+    (2005) "Handling over-dispersion of performance indicators", Qual Saf
+    Health Care 14:347-351, as in the FunnelPlotR R package (proportions)::
+
+        theta = asin(sqrt(p0)) -/+ z * sqrt(1 / (4 n) + tau2)
+        limit = sin(theta) ** 2
+
+    with z the two-sided normal quantile of ``level``. ``theta`` is clipped to
+    [0, pi/2] *before* squaring the sine: outside that range sin^2 folds back
+    and a lower limit below 0 would come out as a positive proportion. This
+    also applies when ``p0`` is 0 or 1 (the limits are then one-sided).
+    ``tau2 == 0`` keeps the exact binomial limits above (not the arcsine
+    approximation), so unadjusted funnels are unchanged.
     """
-    _z(level)  # validates level
+    z = _z(level)  # validates level
+    tau2 = float(tau2)
+    if not (np.isfinite(tau2) and tau2 >= 0.0):
+        raise ValueError(f"funnel_limits: tau2 must be finite and >= 0, got {tau2!r}")
     p0_arr, n_arr = np.broadcast_arrays(_as_float(p0), _as_float(n))
     with np.errstate(invalid="ignore"):
         if np.any((p0_arr < 0) | (p0_arr > 1)):
@@ -337,6 +362,15 @@ def funnel_limits(p0: ArrayLike, n: ArrayLike, level: float) -> tuple[Any, Any]:
     ok = (n_arr > 0) & ~np.isnan(p0_arr)
     n_safe = np.where(ok, n_arr, 1.0)
     p0_safe = np.where(ok, p0_arr, 0.5)
+
+    if tau2 > 0.0:
+        theta = np.arcsin(np.sqrt(p0_safe))
+        half = z * np.sqrt(1.0 / (4.0 * n_safe) + tau2)
+        low = np.sin(np.clip(theta - half, 0.0, np.pi / 2.0)) ** 2
+        high = np.sin(np.clip(theta + half, 0.0, np.pi / 2.0)) ** 2
+        low = np.where(ok, np.clip(low, 0.0, 1.0), np.nan)
+        high = np.where(ok, np.clip(high, 0.0, 1.0), np.nan)
+        return _out(p0_arr.ndim == 0, low, high)
 
     def limit(p: float) -> np.ndarray:
         r = _binom_quantile_arr(np.full(n_safe.shape, p), n_safe, p0_safe)
@@ -444,3 +478,309 @@ def km_median(table: pd.DataFrame) -> float | None:
     if hit.size == 0:
         return None
     return float(table["time"].to_numpy()[hit[0]])
+
+
+# --------------------------------------------------------------------------- clustering
+
+
+def design_effect(successes: ArrayLike, n: ArrayLike) -> float:
+    """Design effect of a proportion estimated from clusters (e.g. sessions per patient).
+
+    With per-cluster successes ``x_i`` and trials ``n_i`` (i = 1..k clusters),
+    ``N = sum(n_i)`` and the ratio estimator ``p = sum(x_i) / N``::
+
+        Var_cluster = k / (k - 1) * sum((x_i - p * n_i) ** 2) / N ** 2
+        deff        = Var_cluster / (p * (1 - p) / N)
+
+    ``Var_cluster`` is the linearisation (Taylor-series) variance of a ratio
+    estimator with clusters treated as sampled with replacement (Cochran WG,
+    Sampling Techniques, 3rd ed., 1977, chapter 6 on ratio estimators; Kish L,
+    Survey Sampling, 1965); ``deff`` is Kish's design effect, the
+    variance relative to simple random sampling of N sessions. It equals the
+    square of the cluster-robust (CR1) standard error of an intercept-only
+    regression divided by the square of its HC0 standard error.
+
+    Edge cases (chosen and tested):
+
+    * clusters with ``n_i == 0`` or a missing count carry no information and
+      are dropped before k is counted;
+    * fewer than 2 clusters: ``nan`` (a between-cluster variance cannot be
+      estimated from one cluster);
+    * ``p`` of exactly 0 or 1 (with k >= 2): ``1.0``. Every session agrees, so
+      both variances are 0 and the ratio is 0/0; 1.0 means "no inflation", so
+      a clustered interval falls back to the plain Wilson one, which is still
+      informative at 0 of N and N of N.
+
+    Values below 1 (less variation between clusters than binomial) are
+    returned as computed; :func:`wilson_ci_clustered` uses ``max(deff, 1)``.
+    Note that even with clusters of size 1 the estimator gives k / (k - 1),
+    not exactly 1, because of the with-replacement factor.
+    """
+    x = _as_float(successes).ravel()
+    m = _as_float(n).ravel()
+    if x.shape != m.shape:
+        raise ValueError("design_effect: successes and n must have the same length")
+    _check_counts(x, m, "design_effect")
+    keep = (m > 0) & ~np.isnan(x)
+    x, m = x[keep], m[keep]
+    k = x.size
+    if k < 2:
+        return float("nan")
+    total = m.sum()
+    p = x.sum() / total
+    if p <= 0.0 or p >= 1.0:
+        return 1.0
+    var_cluster = k / (k - 1.0) * np.sum((x - p * m) ** 2) / total**2
+    return float(var_cluster / (p * (1.0 - p) / total))
+
+
+def wilson_ci_clustered(
+    successes: ArrayLike, n_total: ArrayLike, deff: ArrayLike, level: float = 0.95
+) -> tuple[Any, Any]:
+    """Wilson interval for clustered data, at the effective sample size.
+
+    The Wilson score interval (see :func:`wilson_ci`) computed with both the
+    number of successes and the number of trials divided by ``max(deff, 1)``,
+    i.e. at the effective size ``N / max(deff, 1)`` and the same proportion
+    (Kish's effective sample size, Kish L, Survey Sampling, 1965; the same
+    substitution Korn EL and Graubard BI (1998, Survey Methodology 24:193-201)
+    make in the Clopper-Pearson interval).
+
+    Because the Wilson interval is the set of p with
+    ``n (p_hat - p)^2 <= z^2 p (1 - p)``, a smaller n gives a superset: the
+    clustered interval always contains the plain one and is never narrower.
+    ``deff`` below 1 is treated as 1 (no credit for clustering); a missing
+    ``deff`` (e.g. :func:`design_effect` of a single cluster) gives
+    ``(nan, nan)``, as does ``n_total == 0``. Vectorised like
+    :func:`wilson_ci`.
+    """
+    z = _z(level)
+    k_arr, n_arr, d_arr = np.broadcast_arrays(
+        _as_float(successes), _as_float(n_total), _as_float(deff)
+    )
+    _check_counts(k_arr, n_arr, "wilson_ci_clustered")
+    with np.errstate(invalid="ignore"):
+        if np.any(d_arr < 0):
+            raise ValueError("wilson_ci_clustered: deff must be >= 0")
+    factor = np.maximum(d_arr, 1.0)  # nan propagates
+    low, high = _wilson(k_arr / factor, n_arr / factor, z)
+    return _out(k_arr.ndim == 0, low, high)
+
+
+# --------------------------------------------------------------------------- overdispersion
+
+
+def overdispersion(
+    successes: ArrayLike,
+    n: ArrayLike,
+    p0: float | None = None,
+    winsor: float = 0.1,
+) -> dict[str, Any]:
+    """Overdispersion of unit proportions around a target (funnel plots).
+
+    Spiegelhalter DJ (2005) "Handling over-dispersion of performance
+    indicators", Qual Saf Health Care 14:347-351, with the arcsine transform
+    for proportions as in the FunnelPlotR R package (Spiegelhalter 2005, Stat
+    Med 24:1185-1202). For unit i with ``x_i`` successes of ``n_i``::
+
+        z_i   = (asin(sqrt(x_i / n_i)) - asin(sqrt(p0))) * 2 * sqrt(n_i)
+        phi   = mean(winsorised z_i ** 2)
+        w_i   = 4 * n_i                      (1 / within-unit variance)
+        tau2  = max(0, (k * phi - (k - 1)) / (sum(w) - sum(w ** 2) / sum(w)))
+
+    ``p0`` defaults to ``sum(x) / sum(n)``. The z-scores are winsorised at
+    their ``winsor`` and ``1 - winsor`` quantiles (linear interpolation: R's
+    ``quantile`` type 7, numpy's default) before ``phi`` is computed, so one
+    extreme unit cannot inflate the dispersion. ``phi`` near 1 means the
+    units vary as binomial noise predicts; ``tau2`` is the between-unit
+    variance on the arcsine scale, for ``funnel_limits(..., tau2=tau2)``.
+
+    Returns a dict:
+
+    * ``phi`` (float): dispersion ratio; ``nan`` when no unit has n > 0;
+    * ``tau2`` (float): >= 0; ``0.0`` when fewer than 2 units have n > 0
+      (not estimable, so no adjustment);
+    * ``z`` (ndarray, one per input unit, in input order): the
+      **unwinsorised** z-scores; ``nan`` for units with ``n == 0`` or a
+      missing count, which are left out of phi and tau2;
+    * ``p0`` (float): the target used.
+    """
+    x = _as_float(successes).ravel()
+    m = _as_float(n).ravel()
+    if x.shape != m.shape:
+        raise ValueError("overdispersion: successes and n must have the same length")
+    _check_counts(x, m, "overdispersion")
+    winsor = float(winsor)
+    if not 0.0 <= winsor < 0.5:
+        raise ValueError(f"overdispersion: winsor must be in [0, 0.5), got {winsor!r}")
+    ok = (m > 0) & ~np.isnan(x)
+    if p0 is None:
+        p0 = float(x[ok].sum() / m[ok].sum()) if ok.any() else float("nan")
+    else:
+        p0 = float(p0)
+        if not 0.0 <= p0 <= 1.0:
+            raise ValueError(f"overdispersion: p0 must lie in [0, 1], got {p0!r}")
+
+    z = np.full(x.shape, np.nan)
+    z[ok] = (np.arcsin(np.sqrt(x[ok] / m[ok])) - np.arcsin(np.sqrt(p0))) * 2.0 * np.sqrt(m[ok])
+    zk = z[ok]
+    k = zk.size
+    if k == 0 or np.isnan(p0):
+        return {"phi": float("nan"), "tau2": 0.0, "z": z, "p0": p0}
+    lo, hi = np.quantile(zk, [winsor, 1.0 - winsor])  # linear = R type 7
+    phi = float(np.mean(np.clip(zk, lo, hi) ** 2))
+    tau2 = 0.0
+    if k >= 2:
+        w = 4.0 * m[ok]
+        denom = w.sum() - np.sum(w**2) / w.sum()
+        tau2 = float(max(0.0, (k * phi - (k - 1)) / denom))
+    return {"phi": phi, "tau2": tau2, "z": z, "p0": p0}
+
+
+# --------------------------------------------------------------------------- multiplicity
+
+
+def bh_qvalues(p: ArrayLike) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values ("q-values"), missing-value aware.
+
+    Benjamini Y, Hochberg Y (1995) "Controlling the false discovery rate",
+    J R Stat Soc B 57:289-300, step-up procedure as adjusted p-values (R's
+    ``p.adjust(method = "BH")``): with the m non-missing p-values sorted,
+    ``p_(1) <= ... <= p_(m)``::
+
+        q_(i) = min(1, min_{j >= i} m * p_(j) / j)
+
+    Rejecting every hypothesis with ``q <= alpha`` controls the false
+    discovery rate at alpha. ``nan`` (a test that could not be done) stays
+    ``nan`` and does not count in m. Returns a float array of the input's
+    shape; p-values outside [0, 1] raise ``ValueError``.
+    """
+    a = _as_float(p)
+    flat = a.ravel()
+    ok = ~np.isnan(flat)
+    pv = flat[ok]
+    if np.any((pv < 0) | (pv > 1)):
+        raise ValueError("bh_qvalues: p-values must lie in [0, 1]")
+    out = np.full(flat.shape, np.nan)
+    m = pv.size
+    if m:
+        order = np.argsort(pv, kind="stable")
+        scaled = pv[order] * m / np.arange(1, m + 1)
+        q = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+        back = np.empty(m)
+        back[order] = q
+        out[ok] = back
+    return out.reshape(a.shape)
+
+
+# --------------------------------------------------------------------------- competing risks
+
+_CIF_COLUMNS = ["time", "at_risk", "events", "competing", "cif", "ci_low", "ci_high"]
+
+
+def cumulative_incidence(
+    durations: ArrayLike, events: ArrayLike, level: float = 0.95
+) -> pd.DataFrame:
+    """Aalen-Johansen cumulative incidence of one event type with a competing event.
+
+    ``events`` codes each subject: 0 = censored, 1 = event of interest (e.g.
+    recurrence), 2 = competing event (e.g. a new course, or loss of the
+    area, that makes the event of interest impossible to observe as such).
+    Treating competing events as censored (1 - Kaplan-Meier) overstates the
+    risk; the Aalen-Johansen estimator (Aalen OO, Johansen S 1978, Scand J
+    Stat 5:141-150; Kalbfleisch JD, Prentice RL, The Statistical Analysis of
+    Failure Time Data, 2nd ed., 2002, section 8.2) is::
+
+        CIF(t) = sum_{t_j <= t} S(t_j-) * d1_j / n_j
+
+    with ``S`` the all-cause Kaplan-Meier curve (events 1 and 2 both count),
+    ``n_j`` the number at risk and ``d1_j`` the events of interest at t_j.
+
+    Interval: the delta-method ("Greenwood-type") variance of Marubini E,
+    Valsecchi MG, Analysing Survival Data from Clinical Trials and
+    Observational Studies, Wiley 1995 (as Stata ``stcompet``, SAS
+    ``PROC LIFETEST ERROR=DELTA``, statsmodels ``CumIncidenceRight`` and
+    lifelines ``AalenJohansenFitter``), with ``d_j`` all events at t_j::
+
+        Var(CIF(t)) = sum_{t_j <= t} (CIF(t) - CIF(t_j))^2 * d_j / (n_j (n_j - d_j))
+                    + sum_{t_j <= t} S(t_j-)^2 * d1_j * (n_j - d1_j) / n_j^3
+                    - 2 sum_{t_j <= t} (CIF(t) - CIF(t_j)) * S(t_j-) * d1_j / n_j^2
+
+    (without censoring it reduces to the binomial CIF (1 - CIF) / N),
+    transformed on the log(-log) scale so the limits stay in (0, 1)::
+
+        CIF ** exp(-/+ z * sqrt(Var) / (CIF * log(CIF)))
+
+    Edge cases: while CIF == 0 the interval is (0, 0) (variance 0); where
+    CIF == 1 it is (nan, nan) (the transform is undefined), mirroring
+    :func:`kaplan_meier`. A term with ``n_j == d_j`` (everyone left has an
+    event) only occurs at the last time, where ``CIF(t) - CIF(t_j)`` is 0, and
+    contributes 0.
+
+    One row per distinct observed time (as :func:`kaplan_meier`): ``time``,
+    ``at_risk`` (duration >= time), ``events`` (code 1 at that time),
+    ``competing`` (code 2), ``cif``, ``ci_low``, ``ci_high``. Tied times of
+    different types are handled exactly (no jittering). Missing values are
+    rejected.
+    """
+    z = _z(level)
+    t = _as_float(durations).ravel()
+    e = _as_float(events).ravel()
+    if t.shape != e.shape:
+        raise ValueError("cumulative_incidence: durations and events must have the same length")
+    if np.isnan(t).any() or np.isnan(e).any():
+        raise ValueError("cumulative_incidence: durations and events must not be missing")
+    if np.any(t < 0) or not np.all(np.isfinite(t)):
+        raise ValueError("cumulative_incidence: durations must be finite and >= 0")
+    if not np.all((e == 0) | (e == 1) | (e == 2)):
+        raise ValueError("cumulative_incidence: events must be coded 0, 1 or 2")
+    if t.size == 0:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in _CIF_COLUMNS}).astype(
+            {"at_risk": "int64", "events": "int64", "competing": "int64"}
+        )
+
+    times, inverse = np.unique(t, return_inverse=True)
+    removed = np.bincount(inverse, minlength=times.size)
+    d1 = np.bincount(inverse, weights=(e == 1), minlength=times.size)
+    d2 = np.bincount(inverse, weights=(e == 2), minlength=times.size)
+    d = d1 + d2
+    n = (t.size - np.concatenate(([0], np.cumsum(removed)[:-1]))).astype(float)
+
+    surv = np.cumprod(1.0 - d / n)
+    s_prev = np.concatenate(([1.0], surv[:-1]))
+    cif = np.cumsum(s_prev * d1 / n)
+
+    # The three sums, expanded so that each is a running sum over t_j <= t:
+    # sum (F(t) - F_j)^2 a_j = F^2 A - 2 F sum(F_j a_j) + sum(F_j^2 a_j).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where((d > 0) & (n > d), d / (n * (n - d)), 0.0)
+    b = s_prev**2 * d1 * (n - d1) / n**3
+    c = s_prev * d1 / n**2
+    var = (
+        cif**2 * np.cumsum(a)
+        - 2.0 * cif * np.cumsum(cif * a)
+        + np.cumsum(cif**2 * a)
+        + np.cumsum(b)
+        - 2.0 * (cif * np.cumsum(c) - np.cumsum(cif * c))
+    )
+    var = np.maximum(var, 0.0)  # rounding noise only
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = z * np.sqrt(var) / (cif * np.log(cif))  # negative where 0 < CIF < 1
+        ci_low = cif ** np.exp(-ratio)
+        ci_high = cif ** np.exp(ratio)
+    interior = (cif > 0) & (cif < 1)
+    ci_low = np.where(interior, ci_low, np.where(cif <= 0, 0.0, np.nan))
+    ci_high = np.where(interior, ci_high, np.where(cif <= 0, 0.0, np.nan))
+
+    return pd.DataFrame(
+        {
+            "time": times,
+            "at_risk": n.astype(np.int64),
+            "events": d1.astype(np.int64),
+            "competing": d2.astype(np.int64),
+            "cif": cif,
+            "ci_low": ci_low,
+            "ci_high": ci_high,
+        }
+    )
