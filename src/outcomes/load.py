@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import io
 import re
+import stat
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +54,20 @@ FILE_TYPES = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".xlsx": "xlsx", ".xl
               ".parquet": "parquet", ".pq": "parquet"}
 
 
+def _require_regular_file(path: Path, what: str = "") -> None:
+    """Only regular files are read (after following links): a folder, a FIFO, a device
+    or a link to /dev/zero would hang the reader or fill memory."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:  # a dangling link, a loop of links, no permission
+        raise LoadError(f"{what}{path} cannot be opened ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise LoadError(f"{what}{path} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise LoadError(f"{what}{path} is not a regular file (a pipe, device or socket "
+                        "cannot be read as an export)")
+
+
 # ---------------------------------------------------------------------------------------------
 # mapping files
 
@@ -80,55 +96,85 @@ SOURCE_KEYS = frozenset({"table", "sheet", "delimiter", "decimal", "encoding", "
 
 
 def read_mapping(path: str | Path) -> Mapping:
-    """Read and check a mapping file; any mistake is a LoadError naming it."""
+    """Read and check a mapping file; any mistake is a LoadError naming it (and the key)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise LoadError(f"mapping file {path} does not exist")
+    _require_regular_file(path, "mapping file ")
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # Notepad writes a BOM
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise LoadError(f"mapping file {path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tables or lists nested thousands deep
+        raise LoadError(f"mapping file {path} is not valid TOML: it is nested too deeply"
+                        ) from None
+    except OSError as exc:
+        raise LoadError(f"mapping file {path} cannot be read ({exc.strerror or exc})") from None
     where = f"mapping file {path.name}"
     unknown = set(doc) - {"source", "columns", "units", "values"}
     if unknown & SOURCE_KEYS:
         key = min(unknown & SOURCE_KEYS)
         raise LoadError(f"{where}: {key} belongs under [source] (write [source] on the line "
                         f"before it)")
+    for section in ("source", "columns", "units", "values"):
+        if not isinstance(doc.get(section, {}), dict):
+            raise LoadError(f"{where}: {section} must be a section ([{section}] on a line of "
+                            "its own, then its keys), not a single value")
     for section in ("columns", "units", "values"):  # written below another section
-        stray = set(doc.get(section, {})) & SOURCE_KEYS if isinstance(doc.get(section), dict) \
-            else set()
+        stray = set(doc.get(section, {})) & SOURCE_KEYS
         if stray:
             raise LoadError(f"{where}: {min(stray)} is under [{section}] but belongs under "
                             "[source] (move it above the other sections)")
     if unknown:
-        raise LoadError(f"{where} has an unknown section [{min(unknown)}]")
+        key = min(unknown)
+        what = f"section [{key}]" if isinstance(doc[key], dict) else f"key {key!r}"
+        raise LoadError(f"{where} has an unknown {what} (it takes [source], [columns], "
+                        "[units] and [values])")
     src = doc.get("source", {})
     if set(src) - SOURCE_KEYS:
         raise LoadError(f"{where}: unknown [source] key '{min(set(src) - SOURCE_KEYS)}'")
+
+    def text(key: str, value: Any, section: str = "source") -> str:
+        if not isinstance(value, str):
+            raise LoadError(f"{where}: [{section}] {key} must be text in quotes, not "
+                            f"{_toml_kind(value)} {value!r}")
+        return value
+
     m = Mapping(path=path)
     m.table = src.get("table")
     if m.table not in (None, "sessions", "outcomes"):
         raise LoadError(f"{where}: table must be \"sessions\" or \"outcomes\", not {m.table!r}")
-    m.sheet = src.get("sheet")
-    m.delimiter = src.get("delimiter")
-    if m.delimiter is not None and len(m.delimiter) != 1:
-        raise LoadError(f"{where}: delimiter must be one character, not {m.delimiter!r}")
-    m.decimal = src.get("decimal", ".")
+    m.sheet = None if "sheet" not in src else text("sheet", src["sheet"])
+    m.decimal = text("decimal", src.get("decimal", "."))
     if m.decimal not in (".", ","):
         raise LoadError(f"{where}: decimal must be \".\" or \",\", not {m.decimal!r}")
-    m.encoding = src.get("encoding", "utf-8")
+    if "delimiter" in src:
+        m.delimiter = text("delimiter", src["delimiter"])
+        if len(m.delimiter) != 1 or m.delimiter in "\"\r\n":
+            raise LoadError(f"{where}: delimiter must be one character (not a quote or a line "
+                            f"break), not {m.delimiter!r}")
+        if m.delimiter == m.decimal:
+            raise LoadError(f"{where}: delimiter and decimal are both {m.decimal!r}; a number "
+                            "such as 2,5 could not be told from two values")
+    m.encoding = text("encoding", src.get("encoding", "utf-8"))
     try:
         "".encode(m.encoding)
     except LookupError:
         raise LoadError(f"{where}: unknown encoding {m.encoding!r}") from None
-    m.date_format = src.get("date_format")
-    if m.date_format is not None and "%" not in str(m.date_format):
-        raise LoadError(f"{where}: date_format {m.date_format!r} has no % codes (e.g. %d.%m.%Y)")
+    if "date_format" in src:
+        m.date_format = _check_date_format(text("date_format", src["date_format"]), where)
     m.header_row = src.get("header_row", 1)
-    if not isinstance(m.header_row, int) or m.header_row < 1:
-        raise LoadError(f"{where}: header_row must be a whole number from 1")
-    m.columns = {str(k): str(v) for k, v in doc.get("columns", {}).items()}
-    m.units = {str(k): str(v) for k, v in doc.get("units", {}).items()}
+    if not isinstance(m.header_row, int) or isinstance(m.header_row, bool) or m.header_row < 1:
+        raise LoadError(f"{where}: header_row must be a whole number from 1, not "
+                        f"{m.header_row!r}")
+    m.columns = {str(k): text(str(k), v, "columns") for k, v in doc.get("columns", {}).items()}
+    by_header: dict[str, str] = {}
+    for fname, header in m.columns.items():
+        other = by_header.setdefault(" ".join(header.split()).casefold(), fname)
+        if other != fname:
+            raise LoadError(f"{where} maps both {other} and {fname} to the column {header!r}; "
+                            "a column can give one field only")
+    m.units = {str(k): text(str(k), v, "units") for k, v in doc.get("units", {}).items()}
     for fname, unit in m.units.items():
         if unit not in UNITS:
             raise LoadError(f"{where}: unit {unit!r} for {fname} is not one of {', '.join(UNITS)}")
@@ -137,12 +183,53 @@ def read_mapping(path: str | Path) -> Mapping:
     values = doc.get("values", {})
     if set(values) - {"true", "false"}:
         raise LoadError(f"{where}: [values] takes only true and false lists")
-    m.true_values = [str(v) for v in values.get("true", [])]
-    m.false_values = [str(v) for v in values.get("false", [])]
+    m.true_values = _spellings(values.get("true", []), "true", where)
+    m.false_values = _spellings(values.get("false", []), "false", where)
     clash = {v.strip().lower() for v in m.true_values} & {v.strip().lower() for v in m.false_values}
     if clash:
         raise LoadError(f"{where}: {min(clash)!r} is listed as both true and false")
     return m
+
+
+def _toml_kind(value: Any) -> str:
+    """What a TOML value is, in words: 'a number', 'a list'."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "the number"
+    if isinstance(value, list):
+        return "the list"
+    if isinstance(value, dict):
+        return "the table"
+    return "the value"
+
+
+def _spellings(value: Any, key: str, where: str) -> list[str]:
+    """A [values] list of spellings; one spelling alone is a list of one."""
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise LoadError(f"{where}: [values] {key} must be a list of spellings in quotes, "
+                            f"such as [\"ja\", \"x\"], not {value!r}")
+    return [str(v) for v in items]
+
+
+def _check_date_format(fmt: str, where: str) -> str:
+    """A date_format must write a day, a month and a year and read them back (a sample
+    date round trip, as strptime and pandas read it)."""
+    if "%" not in fmt:
+        raise LoadError(f"{where}: date_format {fmt!r} has no % codes (e.g. %d.%m.%Y)")
+    sample = dt.datetime(2024, 11, 23)
+    try:
+        written = sample.strftime(fmt)
+        back = dt.datetime.strptime(written, fmt)
+        pd.to_datetime(pd.Series([written]), format=fmt)
+    except (ValueError, TypeError, OverflowError):
+        back = None
+    if back is None or back.date() != sample.date():
+        raise LoadError(f"{where}: date_format {fmt!r} cannot read a date with day, month "
+                        "and year (e.g. %d.%m.%Y)")
+    return fmt
 
 
 def mapping_beside(path: str | Path) -> Path | None:
@@ -1062,6 +1149,7 @@ def load(path: str | Path, mapping: Mapping | str | Path | None = None, table: s
         raise LoadError(f"{path} does not exist")
     if path.is_dir():
         raise LoadError(f"{path} is a folder, not an export file")
+    _require_regular_file(path)
     kind = FILE_TYPES.get(path.suffix.lower())
     if kind is None:
         raise LoadError(f"{path.name}: unknown file type {path.suffix!r} "
