@@ -891,11 +891,18 @@ def _parse_float_slow(s: pd.Series, decimal: str, percent: bool = False
     return out, bad
 
 
+#: Whole numbers from this size on are rejected: a float (how cells are parsed) holds
+#: every whole number only below it.
+WHOLE_LIMIT = 2.0**53
+
+
 def parse_int(s: pd.Series, decimal: str = ".") -> tuple[pd.Series, np.ndarray, Any]:
     """Whole-number field: a number with a fraction is bad, not rounded."""
     values, bad, _ = parse_float(s, decimal)
     v = values.to_numpy(dtype="float64", na_value=np.nan)
-    frac = ~np.isnan(v) & (v != np.round(v))
+    # beyond 2**53 a float no longer holds every whole number (and beyond 2**63 no int64
+    # does): such a cell is rejected, never wrapped round or rounded
+    frac = ~np.isnan(v) & ((v != np.round(v)) | (np.abs(v) >= WHOLE_LIMIT))
     v[frac] = np.nan
     out = pd.array(np.where(np.isnan(v), 0, v).astype("int64"), dtype="Int64")
     out[np.isnan(v)] = pd.NA
