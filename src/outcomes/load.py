@@ -17,9 +17,12 @@ import codecs
 import csv
 import datetime as dt
 import io
+import posixpath
 import re
 import stat
 import tomllib
+import xml.etree.ElementTree as ET
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,7 +243,15 @@ def mapping_beside(path: str | Path) -> Path | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# raw readers: each returns (raw DataFrame of the export's own columns, row numbers, line keys)
+# raw readers: each returns a Read
+
+
+#: What a reader returns: the export's own columns as read (one row per data row), the
+#: row number of each as a person sees it, each CSV record's text (the duplicate key),
+#: the rows that could not be split into the header's fields (row, value, reason), and
+#: the Excel error cells ({column: {position of the row read: '#DIV/0!'}}).
+Read = tuple[pd.DataFrame, np.ndarray, "RecordText | None", pd.DataFrame | None,
+             dict[str, dict[int, str]]]
 
 
 def _sniff_delimiter(sample: str) -> str:
@@ -259,8 +270,7 @@ def _file_bytes(path: Path) -> Any:
     return pa.memory_map(str(path), "r").read_buffer()
 
 
-def _read_csv(path: Path, m: Mapping
-              ) -> tuple[pd.DataFrame, np.ndarray, RecordText | None, pd.DataFrame | None]:
+def _read_csv(path: Path, m: Mapping) -> Read:
     data = _file_bytes(path)  # bytes or an arrow buffer
     buf = np.frombuffer(data, dtype=np.uint8)
     enc = m.encoding.lower().replace("_", "-")
@@ -285,7 +295,7 @@ def _read_csv(path: Path, m: Mapping
         # a header without rows or a line end (the reader refuses it): no rows
         empty = pd.DataFrame({i: pd.Series([], dtype="str") for i in range(len(header))})
         empty.columns = header
-        return _blank_headers(empty), np.zeros(0, dtype=np.int64), None, None
+        return _blank_headers(empty), np.zeros(0, dtype=np.int64), None, None, {}
     # large_string: what pandas' string columns hold, so to_pandas copies nothing
     conv = pacsv.ConvertOptions(column_types={h: pa.large_string() for h in header},
                                 strings_can_be_null=True, null_values=[""],
@@ -330,7 +340,7 @@ def _read_csv(path: Path, m: Mapping
             if np.array_equal(found[0][fits], rows):  # the same records: keep their text
                 text = found[1]
                 keys = RecordText(buf, text.starts[fits], text.stops[fits])
-        return frame, rows, keys, malformed
+        return frame, rows, keys, malformed, {}
     # Row numbers as a person sees them: line numbers. Fast when every record is one line.
     newlines = len(breaks) if breaks is not None else int(np.count_nonzero(buf == 10))
     ends_open = len(buf) == 0 or buf[-1] != 10
@@ -348,7 +358,7 @@ def _read_csv(path: Path, m: Mapping
             rows, keys = found
         else:
             rows, keys = _csv_line_numbers(bytes(buf), m, delim), None
-    return frame, rows, keys, None
+    return frame, rows, keys, None, {}
 
 
 def _parse_options(delim: str, newlines_in_values: bool, skipped: list[Any]
@@ -628,19 +638,167 @@ def _check_headers(header: list[Any], path: Path) -> None:
         seen.add(h)
 
 
-def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, None]:
+#: A sheet is refused when the grid from A1 to its last cell has more cells than this
+#: and more cells than its XML has bytes (fewer than one cell in ~25 holds a value):
+#: a stray value far below or to the right of the data, which would make the reader
+#: fill memory with empty cells (one value in XFD1048576 is 17 billion cells).
+XLSX_MIN_CELLS = 1_000_000
+OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")  # an encrypted .xlsx, an .xls, a .doc
+DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s+ref="(?:[A-Z]+[0-9]+:)?([A-Z]{1,3})([0-9]{1,7})"')
+ERROR_CELL = re.compile(rb'<(?:\w+:)?c\s([^>/]*\bt="e"[^>/]*)>(.*?)</(?:\w+:)?c>', re.DOTALL)
+CELL_REF = re.compile(rb'\br="([A-Z]{1,3})([0-9]{1,7})"')
+CELL_VALUE = re.compile(rb"<(?:\w+:)?v>([^<]*)<")
+
+
+@dataclass
+class SheetXml:
+    """What the sheet's XML says before calamine reads it: the last cell its
+    <dimension> names (1-based row and column), its size, and its error cells."""
+
+    last_cell: tuple[int, int] | None
+    size: int
+    errors: list[tuple[int, int, str]]  # 0-based row, column, '#DIV/0!'
+
+
+def _column_number(letters: bytes) -> int:
+    n = 0
+    for c in letters:
+        n = n * 26 + c - 64
+    return n
+
+
+def _cell_name(row: int, col: int) -> str:
+    """1-based row and column as Excel names the cell: (1048576, 16384) is XFD1048576."""
+    letters = ""
+    while col:
+        col, r = divmod(col - 1, 26)
+        letters = chr(65 + r) + letters
+    return f"{letters}{row}"
+
+
+def _not_xlsx(path: Path, why: str) -> LoadError:
+    return LoadError(f"{path.name} is not a readable Excel workbook ({why}, so not an .xlsx "
+                     "workbook); open it in Excel and save it as .xlsx")
+
+
+def _check_xlsx_container(path: Path) -> None:
+    """An .xlsx is a zip holding xl/workbook.xml; say what the file is instead."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == OLE_MAGIC:
+        raise _not_xlsx(path, "it is a password-protected workbook or an old .xls file")
+    if not zipfile.is_zipfile(path):
+        raise _not_xlsx(path, "it is not a zip file" if head else "it is empty")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise _not_xlsx(path, f"a damaged zip file: {exc}") from None
+    if "xl/workbook.xml" not in names:
+        raise _not_xlsx(path, "a zip file without a workbook in it")
+
+
+def _sheet_part(zf: zipfile.ZipFile, sheet: str) -> str | None:
+    """The zip member holding a sheet's cells (xl/worksheets/sheetN.xml), found through
+    xl/workbook.xml and its relationships; None when they do not say."""
+    def xml(name: str) -> ET.Element | None:
+        try:
+            if zf.getinfo(name).file_size > 1 << 26:
+                return None
+            return ET.fromstring(zf.read(name))
+        except (KeyError, ET.ParseError, zipfile.BadZipFile, OSError, ValueError):
+            return None
+
+    book, rels = xml("xl/workbook.xml"), xml("xl/_rels/workbook.xml.rels")
+    if book is None or rels is None:
+        return None
+    rid = next((v for el in book.iter() if el.tag.endswith("}sheet")
+                and el.get("name") == sheet
+                for k, v in el.attrib.items() if k.endswith("}id")), None)
+    target = next((el.get("Target") for el in rels if el.get("Id") == rid), None)
+    if not target:
+        return None
+    part = target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
+    return part if part in zf.namelist() else None
+
+
+def _read_sheet_xml(path: Path, sheet: str) -> SheetXml | None:
+    """The sheet's <dimension>, its size and its error cells, read from the zip in
+    pieces cut at row ends (calamine returns an error cell as an empty one)."""
+    with zipfile.ZipFile(path) as zf:
+        part = _sheet_part(zf, sheet)
+        if part is None:
+            return None
+        last_cell = None
+        size = 0
+        errors: list[tuple[int, int, str]] = []
+        carry = b""
+        with zf.open(part) as fh:
+            while True:
+                chunk = fh.read(1 << 22)
+                if size == 0:
+                    found = DIMENSION.search(chunk)
+                    if found:
+                        last_cell = (int(found[2]), _column_number(found[1]))
+                size += len(chunk)
+                text = carry + chunk
+                cut = text.rfind(b"row>") + 4 if chunk else len(text)  # no cell cut in two
+                if cut < 4:
+                    cut = 0
+                head, carry = text[:cut], text[cut:]
+                if b't="e"' in head:
+                    for cell in ERROR_CELL.finditer(head):
+                        ref, value = CELL_REF.search(cell[1]), CELL_VALUE.search(cell[2])
+                        if ref and value:
+                            errors.append((int(ref[2]) - 1, _column_number(ref[1]) - 1,
+                                           value[1].decode("utf-8", "replace")))
+                if not chunk:
+                    break
+    return SheetXml(last_cell, size, errors)
+
+
+def _check_extent(path: Path, sheet: str, last_row: int, last_col: int, size: int) -> None:
+    """Refuse a sheet whose grid (A1 to its last cell) is far larger than its content."""
+    cells = last_row * last_col
+    if cells > XLSX_MIN_CELLS and cells > size:
+        raise LoadError(
+            f"sheet {sheet!r} of {path.name} reaches cell {_cell_name(last_row, last_col)} "
+            f"({last_row:,} rows × {last_col:,} columns) but holds little data; delete the "
+            "empty rows and columns after the data (or the stray value far from it) and save "
+            "it again")
+
+
+def _read_xlsx(path: Path, m: Mapping) -> Read:
     from python_calamine import CalamineError, CalamineWorkbook
 
+    _check_xlsx_container(path)
     try:
         wb = CalamineWorkbook.from_path(str(path))
     except (CalamineError, OSError, ValueError) as exc:
-        raise LoadError(f"{path.name} is not a readable Excel workbook ({exc})") from None
-    try:
-        sheet = wb.get_sheet_by_name(m.sheet) if m.sheet else wb.get_sheet_by_index(0)
-    except (CalamineError, IndexError):
+        raise LoadError(f"{path.name} is not a readable Excel workbook "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                        ) from None
+    names = wb.sheet_names
+    sheet_name = m.sheet if m.sheet else (names[0] if names else None)
+    if sheet_name not in names:
         raise LoadError(f"{path.name} has no sheet named {m.sheet!r} "
-                        f"(sheets: {', '.join(wb.sheet_names)})") from None
+                        f"(sheets: {', '.join(names)})")
+    xml = _read_sheet_xml(path, sheet_name)
+    size = xml.size if xml else sum(i.file_size for i in zipfile.ZipFile(path).infolist())
+    if xml and xml.last_cell:  # before calamine builds the grid
+        _check_extent(path, sheet_name, *xml.last_cell, size)
+    try:
+        sheet = wb.get_sheet_by_name(sheet_name)
+    except (CalamineError, IndexError, ValueError) as exc:
+        raise LoadError(f"{path.name}: sheet {sheet_name!r} cannot be read ({exc})") from None
+    # the real last cell (the <dimension> may be missing or wrong): before the grid from
+    # A1 is made in Python
+    if sheet.height and sheet.width:
+        _check_extent(path, sheet_name, sheet.end[0] + 1, sheet.end[1] + 1, size)
     cells = sheet.to_python(skip_empty_area=False)
+    for r, c, code in xml.errors if xml else []:  # as written, not empty: rejected below
+        if r < len(cells) and c < len(cells[r]):
+            cells[r][c] = code
     if len(cells) < m.header_row:
         raise LoadError(f"{path.name} has no header on row {m.header_row} of sheet "
                         f"{m.sheet or wb.sheet_names[0]!r}")
@@ -665,11 +823,19 @@ def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, 
             empty[:, j] = (col == "") | (col == None)  # elementwise, per cell
     keep = np.flatnonzero(~empty.all(axis=1)) if width else np.zeros(0, dtype=np.int64)
     rows = keep.astype(np.int64) + m.header_row + 1
+    by_column: dict[int, dict[int, str]] = {}  # error cells: column -> {row read: code}
+    for r, c, code in xml.errors if xml else []:
+        i = np.searchsorted(keep, r - m.header_row)
+        if c < width and i < len(keep) and keep[i] == r - m.header_row:
+            by_column.setdefault(c, {})[int(i)] = code
     cols: dict[str, Any] = {}
+    errors: dict[str, dict[int, str]] = {}
     for j, h in enumerate(header):
         if not h and (not len(keep) or empty[keep, j].all()):
             continue  # no header and nothing in it: a spreadsheet's spare column
         name = h or _unused_name(j, header)
+        if j in by_column:
+            errors[name] = by_column[j]
         if not len(keep):
             cols[name] = pd.Series([], dtype=object)
             continue
@@ -684,7 +850,7 @@ def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, 
         col[missing] = None  # an empty cell is missing
         # typed as pandas types what a cell-by-cell map returns
         cols[name] = _infer_cells(col)
-    return pd.DataFrame(cols), rows, None, None
+    return pd.DataFrame(cols), rows, None, None, errors
 
 
 def _cell_columns(body: list[list[Any]], width: int) -> np.ndarray:
@@ -762,7 +928,7 @@ def _parquet_dtype(t: pa.DataType) -> Any:
     return None
 
 
-def _read_parquet(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, None]:
+def _read_parquet(path: Path, m: Mapping) -> Read:
     import pyarrow.parquet as pq
 
     try:
@@ -775,7 +941,7 @@ def _read_parquet(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, Non
     # a named index (df.set_index("patient_id").to_parquet()) holds data: keep it
     named = [n for n in frame.index.names if n is not None and n not in frame.columns]
     frame = (frame.reset_index(level=named) if named else frame).reset_index(drop=True)
-    return frame, np.arange(1, len(frame) + 1, dtype=np.int64), None, None
+    return frame, np.arange(1, len(frame) + 1, dtype=np.int64), None, None, {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1168,14 +1334,14 @@ def load(path: str | Path, mapping: Mapping | str | Path | None = None, table: s
     m = mapping or Mapping()
     bar = Progress(4, f"loading {path.name}", enabled=progress)
     reader = {"csv": _read_csv, "xlsx": _read_xlsx, "parquet": _read_parquet}[kind]
-    raw, rows, record_text, malformed = reader(path, m)
+    raw, rows, record_text, malformed, excel_errors = reader(path, m)
     bar.step("read")
     headers = [str(c) for c in raw.columns]
     raw.columns = headers
     tname = m.table or table or detect_table(path, headers)
     used, unknown = match_columns(headers, tname, m, path.name)
     result = _normalise(raw, rows, record_text, tname, used, unknown, m, str(path), kind, bar,
-                        malformed)
+                        malformed, excel_errors)
     bar.close()
     return result
 
@@ -1276,11 +1442,13 @@ def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: M
 
 def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | None, table: str,
                used: dict[str, str], unknown: list[str], m: Mapping, file: str, kind: str,
-               bar: Progress, malformed: pd.DataFrame | None = None) -> LoadResult:
+               bar: Progress, malformed: pd.DataFrame | None = None,
+               excel_errors: dict[str, dict[int, str]] | None = None) -> LoadResult:
     """Parse every used column, reject unusable rows, warn on odd values, build the table.
 
     `malformed`: rows the reader could not split into the header's fields (row, value,
-    reason); they are rejected and counted as read."""
+    reason); they are rejected and counted as read. `excel_errors`: error cells
+    (#DIV/0!) by column and row position; a row with one in a used column is rejected."""
     wide = _required_present(table, used, file, m)
     n = len(raw)
     fields = schema.fields(table)
@@ -1332,7 +1500,17 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | No
         problems[fname] = (bad, why.to_numpy(dtype=object) if isinstance(why, pd.Series) else why)
     bar.step("parsed")
 
-    # rejections, in the order a reader would fix them: keys first, then other fields
+    # rejections, in the order a reader would fix them: Excel errors (the cell holds no
+    # value at all), keys, then other fields
+    for fname, header in used.items():
+        cells = (excel_errors or {}).get(header)
+        if cells:
+            where = np.fromiter(cells, dtype=np.int64)
+            mask = np.zeros(n, dtype=bool)
+            mask[where] = True
+            reasons = np.full(n, "", dtype=object)
+            reasons[where] = [f"Excel error {code}" for code in cells.values()]
+            reject(mask, fname, reasons)
     for key in ("patient_id", date_field):
         reject(problems[key][0], key, problems[key][1])
         reject(values[key].isna().to_numpy(), key, f"missing {key}")
