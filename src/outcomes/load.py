@@ -931,10 +931,12 @@ def _parquet_dtype(t: pa.DataType) -> Any:
 def _read_parquet(path: Path, m: Mapping) -> Read:
     import pyarrow.parquet as pq
 
-    try:
+    try:  # the schema first: the reader cannot name a column given twice
+        _check_headers(pq.read_schema(path).names, path)
         table = pq.read_table(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise LoadError(f"{path.name} is not a readable Parquet file ({exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LoadError(f"{path.name} is not a readable Parquet file ({first})") from None
     table = pa.table([_parquet_column(c) for c in table.columns], names=table.column_names,
                      metadata=table.schema.metadata)  # pandas metadata: which is the index
     frame = table.to_pandas(types_mapper=_parquet_dtype)
