@@ -174,9 +174,9 @@ def read_mapping(path: str | Path) -> Mapping:
     by_header: dict[str, str] = {}
     for fname, header in m.columns.items():
         other = by_header.setdefault(" ".join(header.split()).casefold(), fname)
-        if other != fname:
-            raise LoadError(f"{where} maps both {other} and {fname} to the column {header!r}; "
-                            "a column can give one field only")
+        if other != fname:  # (headers match whatever their case and spacing)
+            raise LoadError(f"{where} maps both {other} and {fname} to the column "
+                            f"{m.columns[other]!r}; a column can give one field only")
     m.units = {str(k): text(str(k), v, "units") for k, v in doc.get("units", {}).items()}
     for fname, unit in m.units.items():
         if unit not in UNITS:
@@ -1800,8 +1800,16 @@ def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], later: dict[str, 
     for iid in schema.INSTRUMENTS:
         if table == "outcomes" and iid in values:
             jobs[iid] = (values[iid], None)
+    # an unknown column named like an output column (a 'passes' beside the mapped
+    # 'Anzahl', a 'source_row') is kept under another name, never in its place
+    taken = {f.name for f in schema.TABLES[table]} | set(schema.INSTRUMENTS) \
+        | {"source_file", "source_row"}
     for h in unknown:
-        jobs[h] = (raw[h], None)
+        name = h
+        while name in taken:
+            name = f"{name} (unmapped)"
+        taken.add(name)
+        jobs[name] = (raw[h], None)
     # one take per column; arrow's (text columns) runs without the GIL
     done = dict(zip(jobs, map_threads(lambda name: kept(*jobs[name]), list(jobs),
                                        big=len(keep) >= BY_VALUE_MIN_ROWS), strict=True))
