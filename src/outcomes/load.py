@@ -1380,6 +1380,15 @@ def _header_hint(m: Mapping | None, file: str = "") -> str:
 #: Text fields the row checks read (kept as parsed from the start).
 CHECKED_TEXT = frozenset({"patient_id", "session_id", "instrument", "rater"})
 
+#: Text that identifies or groups: an invisible character in it would make a new
+#: patient, session or clinician, so such characters are removed (and warned).
+KEY_TEXT = frozenset({"patient_id", "session_id", "operator", "clinic", "area",
+                      "instrument", "rater"})
+#: Characters that show as nothing: zero-width space, joiners and marks (U+200B–U+200F),
+#: bidirectional controls (U+202A–U+202E, U+2066–U+2069), word joiner and invisible
+#: operators (U+2060–U+2064), the byte order mark (U+FEFF) and the soft hyphen.
+INVISIBLE = "[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+
 #: Columns at least this long are parsed one distinct value at a time (see _parse_by_value).
 BY_VALUE_MIN_ROWS = 5_000
 
@@ -1417,6 +1426,16 @@ def _parse_by_value(parse: Any, s: pd.Series) -> tuple[pd.Series, np.ndarray, An
     return out, np.asarray(bad, dtype=bool)[codes], why
 
 
+def _without_invisible(text: pd.Series) -> pd.Series:
+    """Text without invisible characters (see INVISIBLE), stripped again; a value of
+    nothing else is missing."""
+    found = text.str.contains(INVISIBLE, regex=True).to_numpy(dtype=bool, na_value=False)
+    if not found.any():
+        return text
+    clean = text.str.replace(INVISIBLE, "", regex=True).str.strip()
+    return clean.mask(clean == "")
+
+
 def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: Mapping,
                  kind: str, true_words: set[str], false_words: set[str]
                  ) -> tuple[pd.Series, np.ndarray, Any]:
@@ -1425,6 +1444,8 @@ def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: M
     f = fields[fname]
     if f.type == "string":
         text, bad, why = parse_string(s)
+        if fname in KEY_TEXT:
+            text = _without_invisible(text)
         if fname in ("patient_id", "session_id"):  # 'n/a', '-', '?' stand for no id
             placeholder = _missing(text) & text.notna().to_numpy()
             if placeholder.any():
@@ -1476,7 +1497,7 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | No
     # never rejects): one copy of the long free-text columns instead of two
     later = {fname: header for fname, header in used.items()
              if fname in fields and fields[fname].type == "string"
-             and fname not in CHECKED_TEXT and n >= BY_VALUE_MIN_ROWS}
+             and fname not in CHECKED_TEXT | KEY_TEXT and n >= BY_VALUE_MIN_ROWS}
     columns = {fname: raw[header] for fname, header in used.items() if fname not in later}
 
     date_field = "session_date" if table == "sessions" else "assessment_date"
@@ -1887,6 +1908,16 @@ def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
                 add(unit_slip, f.name, "unit", slip)
             add(((col < low) | (col > high)) & ~unit_slip, f.name, "implausible",
                 _range_warning(f))
+        if f.name in KEY_TEXT:
+            written = _as_text(raw[used[f.name]].iloc[positions])
+            found = written.str.contains(INVISIBLE, regex=True).fillna(False)
+            if found.any():
+                chars = sorted(set(re.findall(INVISIBLE, "".join(written[found]))))
+                add(pd.Series(found.to_numpy(dtype=bool), index=data.index), f.name,
+                    "invisible_characters",
+                    f"invisible characters removed from {f.name} ("
+                    + ", ".join(f"U+{ord(c):04X}" for c in chars) + "); the value is "
+                    "otherwise kept")
         if f.allowed and f.type == "string" and f.name != "rater":
             add(col.notna() & ~col.isin(list(f.allowed)), f.name, "not_allowed",
                 f"{f.name} is not one of {', '.join(f.allowed)}")
