@@ -319,7 +319,14 @@ def _read_csv(path: Path, m: Mapping) -> Read:
                 table = None
             if not lines_are_records:
                 table = None
-    if table is None:
+    if table is None:  # values may span lines: unless a quote is never closed
+        codes = buf if _one_byte_lines(m.encoding) else np.frombuffer(
+            bytes(buf).decode(m.encoding, errors="replace").encode("utf-32-le"), dtype="<u4")
+        line = _open_quote_line(codes, delim, m.header_row - 1)
+        if line is not None:
+            raise LoadError(f"{path.name}: the quote that opens a value on line {line} is "
+                            "never closed, so the reader would take the rest of the file as "
+                            "that one value; close the quote or remove it")
         try:
             table = _read_csv_table(data, m, _parse_options(
                 delim, newlines_in_values=True, skipped=skipped_full), conv, skipped_full)
@@ -505,6 +512,44 @@ def _values_stay_on_their_line(buf: np.ndarray, breaks: np.ndarray, q: np.ndarra
     # the second of a doubled quote, right after the first)
     outside = (k % 2 == 0) & ~at_start & (prev != 34)
     return not outside.any()
+
+
+def _open_quote_line(codes: np.ndarray, delim: str, skip: int) -> int | None:
+    """The line on which a quoted value opens that is never closed, else None.
+
+    `codes`: the file's bytes (or code points); the first `skip` lines are skipped as
+    lines, as the reader does. Quotes as the CSV reader reads them: a quote opens a
+    value only at the value's start, a doubled quote inside quotes is a quote. When
+    every quote outside quotes opens a value (the usual case), the quotes pair up in
+    order and an odd count means the last one is never closed; otherwise each quote is
+    followed in turn.
+    """
+    breaks = np.flatnonzero(codes == 10)
+    base = 0 if skip == 0 else (int(breaks[skip - 1]) + 1 if len(breaks) >= skip
+                                else len(codes))
+    q = np.flatnonzero(codes[base:] == 34) + base
+    if not len(q):
+        return None
+    prev = codes[np.maximum(q - 1, 0)]
+    at_start = (q == base) | (prev == 10) | (prev == 13) | (prev == ord(delim))
+    outside = np.arange(len(q)) % 2 == 0
+    opening: int | None = None
+    if not (outside & ~at_start & (prev != 34)).any():
+        opening = int(q[-1]) if len(q) % 2 else None
+    else:
+        i, inside = 0, False
+        while i < len(q):
+            if not inside:
+                inside = bool(at_start[i])
+                opening = int(q[i])
+                i += 1
+            elif i + 1 < len(q) and q[i + 1] == q[i] + 1:  # a doubled quote
+                i += 2
+            else:
+                inside = False
+                i += 1
+        opening = opening if inside else None
+    return None if opening is None else int(np.searchsorted(breaks, opening)) + 1
 
 
 @dataclass(frozen=True)
