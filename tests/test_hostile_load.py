@@ -392,3 +392,17 @@ def test_a_csv_with_nul_bytes_is_read_or_one_sentence(tmp_path, text):
         assert r.rows_read == text.count("\nP")
     else:
         refused(res, "sessions.csv")
+
+
+def test_utf16_without_a_byte_order_mark_is_one_sentence(tmp_path):
+    p = tmp_path / "sessions.csv"
+    p.write_bytes((HEADER + "P1,2025-01-02,2,A\n").encode("utf-16-le"))
+    refused(run("validate", str(p)), "sessions.csv", "UTF-16", "encoding")
+
+
+def test_utf16_with_its_encoding_declared_is_read(tmp_path):
+    p = tmp_path / "sessions.csv"
+    p.write_bytes((HEADER + "P1,2025-01-02,2,A\n").encode("utf-16"))
+    m = mapping(tmp_path, '[source]\nencoding = "utf-16"\n')
+    r = load(p, mapping=read_mapping(m))
+    assert r.rows_loaded == 1 and r.data["patient_id"].tolist() == ["P1"]

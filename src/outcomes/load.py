@@ -276,6 +276,12 @@ def _read_csv(path: Path, m: Mapping) -> Read:
     enc = m.encoding.lower().replace("_", "-")
     if enc in ("utf-8", "utf8") and buf[:3].tobytes() == b"\xef\xbb\xbf":
         data, buf = data[3:], buf[3:]
+    start = bytes(buf[:4096])
+    if _one_byte_lines(m.encoding) and (start[:2] in (b"\xff\xfe", b"\xfe\xff")
+                                         or start.count(0) > len(start) // 4):
+        raise LoadError(f"{path.name} looks like UTF-16 text (a UTF-16 byte order mark, or a "
+                        f"zero byte in every other place), not {m.encoding}; set encoding = "
+                        "\"utf-16\" in the mapping file")
     try:  # strict, but a character cut at the end of the piece waits for its last bytes
         head = codecs.getincrementaldecoder(m.encoding)(errors="strict").decode(
             bytes(buf[:65536]), final=len(buf) <= 65536)
