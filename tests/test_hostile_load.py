@@ -406,3 +406,21 @@ def test_utf16_with_its_encoding_declared_is_read(tmp_path):
     m = mapping(tmp_path, '[source]\nencoding = "utf-16"\n')
     r = load(p, mapping=read_mapping(m))
     assert r.rows_loaded == 1 and r.data["patient_id"].tolist() == ["P1"]
+
+
+def test_a_far_cell_is_refused_when_the_sheet_has_no_dimension(tmp_path):
+    built = tmp_path / "built.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["patient_id", "session_date"])
+    ws["XFD1048576"] = 1
+    wb.save(built)
+    p = tmp_path / "sessions.xlsx"  # the same workbook without <dimension ref=...>
+    with zipfile.ZipFile(built) as src, zipfile.ZipFile(p, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.startswith("xl/worksheets/"):
+                data = data.replace(b'<dimension ref="A1:XFD1048576" />', b"")
+                assert b"dimension" not in data
+            dst.writestr(item, data)
+    refused(run("validate", str(p), timeout=20), "sessions.xlsx", "1,048,576 rows")

@@ -699,12 +699,14 @@ DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s+ref="(?:[A-Z]+[0-9]+:)?([A-Z]{1,
 ERROR_CELL = re.compile(rb'<(?:\w+:)?c\s([^>/]*\bt="e"[^>/]*)>(.*?)</(?:\w+:)?c>', re.DOTALL)
 CELL_REF = re.compile(rb'\br="([A-Z]{1,3})([0-9]{1,7})"')
 CELL_VALUE = re.compile(rb"<(?:\w+:)?v>([^<]*)<")
+ROW_NUMBER = re.compile(rb'\br="([0-9]{1,7})"')
 
 
 @dataclass
 class SheetXml:
-    """What the sheet's XML says before calamine reads it: the last cell its
-    <dimension> names (1-based row and column), its size, and its error cells."""
+    """What the sheet's XML says before calamine reads it: its last cell (1-based row
+    and column: as <dimension> names it, or lower, the last row's number and column 1,
+    when <dimension> is missing or says less), its size, and its error cells."""
 
     last_cell: tuple[int, int] | None
     size: int
@@ -781,6 +783,7 @@ def _read_sheet_xml(path: Path, sheet: str) -> SheetXml | None:
         if part is None:
             return None
         last_cell = None
+        last_row = 0
         size = 0
         errors: list[tuple[int, int, str]] = []
         carry = b""
@@ -797,6 +800,10 @@ def _read_sheet_xml(path: Path, sheet: str) -> SheetXml | None:
                 if cut < 4:
                     cut = 0
                 head, carry = text[:cut], text[cut:]
+                tag = head.rfind(b"row ")  # the last row's opening tag: its number
+                if tag >= 0:
+                    number = ROW_NUMBER.search(head, tag, head.find(b">", tag) + 1)
+                    last_row = max(last_row, int(number[1])) if number else last_row
                 if b't="e"' in head:
                     for cell in ERROR_CELL.finditer(head):
                         ref, value = CELL_REF.search(cell[1]), CELL_VALUE.search(cell[2])
@@ -805,6 +812,8 @@ def _read_sheet_xml(path: Path, sheet: str) -> SheetXml | None:
                                            value[1].decode("utf-8", "replace")))
                 if not chunk:
                     break
+    if last_cell is None or last_row > last_cell[0]:
+        last_cell = (last_row, last_cell[1] if last_cell else 1) if last_row else last_cell
     return SheetXml(last_cell, size, errors)
 
 
