@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import io
+import posixpath
 import re
+import stat
 import tomllib
+import xml.etree.ElementTree as ET
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +57,20 @@ FILE_TYPES = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".xlsx": "xlsx", ".xl
               ".parquet": "parquet", ".pq": "parquet"}
 
 
+def _require_regular_file(path: Path, what: str = "") -> None:
+    """Only regular files are read (after following links): a folder, a FIFO, a device
+    or a link to /dev/zero would hang the reader or fill memory."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:  # a dangling link, a loop of links, no permission
+        raise LoadError(f"{what}{path} cannot be opened ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise LoadError(f"{what}{path} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise LoadError(f"{what}{path} is not a regular file (a pipe, device or socket "
+                        "cannot be read as an export)")
+
+
 # ---------------------------------------------------------------------------------------------
 # mapping files
 
@@ -80,55 +99,85 @@ SOURCE_KEYS = frozenset({"table", "sheet", "delimiter", "decimal", "encoding", "
 
 
 def read_mapping(path: str | Path) -> Mapping:
-    """Read and check a mapping file; any mistake is a LoadError naming it."""
+    """Read and check a mapping file; any mistake is a LoadError naming it (and the key)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise LoadError(f"mapping file {path} does not exist")
+    _require_regular_file(path, "mapping file ")
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # Notepad writes a BOM
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise LoadError(f"mapping file {path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tables or lists nested thousands deep
+        raise LoadError(f"mapping file {path} is not valid TOML: it is nested too deeply"
+                        ) from None
+    except OSError as exc:
+        raise LoadError(f"mapping file {path} cannot be read ({exc.strerror or exc})") from None
     where = f"mapping file {path.name}"
     unknown = set(doc) - {"source", "columns", "units", "values"}
     if unknown & SOURCE_KEYS:
         key = min(unknown & SOURCE_KEYS)
         raise LoadError(f"{where}: {key} belongs under [source] (write [source] on the line "
                         f"before it)")
+    for section in ("source", "columns", "units", "values"):
+        if not isinstance(doc.get(section, {}), dict):
+            raise LoadError(f"{where}: {section} must be a section ([{section}] on a line of "
+                            "its own, then its keys), not a single value")
     for section in ("columns", "units", "values"):  # written below another section
-        stray = set(doc.get(section, {})) & SOURCE_KEYS if isinstance(doc.get(section), dict) \
-            else set()
+        stray = set(doc.get(section, {})) & SOURCE_KEYS
         if stray:
             raise LoadError(f"{where}: {min(stray)} is under [{section}] but belongs under "
                             "[source] (move it above the other sections)")
     if unknown:
-        raise LoadError(f"{where} has an unknown section [{min(unknown)}]")
+        key = min(unknown)
+        what = f"section [{key}]" if isinstance(doc[key], dict) else f"key {key!r}"
+        raise LoadError(f"{where} has an unknown {what} (it takes [source], [columns], "
+                        "[units] and [values])")
     src = doc.get("source", {})
     if set(src) - SOURCE_KEYS:
         raise LoadError(f"{where}: unknown [source] key '{min(set(src) - SOURCE_KEYS)}'")
+
+    def text(key: str, value: Any, section: str = "source") -> str:
+        if not isinstance(value, str):
+            raise LoadError(f"{where}: [{section}] {key} must be text in quotes, not "
+                            f"{_toml_kind(value)} {value!r}")
+        return value
+
     m = Mapping(path=path)
     m.table = src.get("table")
     if m.table not in (None, "sessions", "outcomes"):
         raise LoadError(f"{where}: table must be \"sessions\" or \"outcomes\", not {m.table!r}")
-    m.sheet = src.get("sheet")
-    m.delimiter = src.get("delimiter")
-    if m.delimiter is not None and len(m.delimiter) != 1:
-        raise LoadError(f"{where}: delimiter must be one character, not {m.delimiter!r}")
-    m.decimal = src.get("decimal", ".")
+    m.sheet = None if "sheet" not in src else text("sheet", src["sheet"])
+    m.decimal = text("decimal", src.get("decimal", "."))
     if m.decimal not in (".", ","):
         raise LoadError(f"{where}: decimal must be \".\" or \",\", not {m.decimal!r}")
-    m.encoding = src.get("encoding", "utf-8")
+    if "delimiter" in src:
+        m.delimiter = text("delimiter", src["delimiter"])
+        if len(m.delimiter) != 1 or m.delimiter in "\"\r\n":
+            raise LoadError(f"{where}: delimiter must be one character (not a quote or a line "
+                            f"break), not {m.delimiter!r}")
+        if m.delimiter == m.decimal:
+            raise LoadError(f"{where}: delimiter and decimal are both {m.decimal!r}; a number "
+                            "such as 2,5 could not be told from two values")
+    m.encoding = text("encoding", src.get("encoding", "utf-8"))
     try:
         "".encode(m.encoding)
     except LookupError:
         raise LoadError(f"{where}: unknown encoding {m.encoding!r}") from None
-    m.date_format = src.get("date_format")
-    if m.date_format is not None and "%" not in str(m.date_format):
-        raise LoadError(f"{where}: date_format {m.date_format!r} has no % codes (e.g. %d.%m.%Y)")
+    if "date_format" in src:
+        m.date_format = _check_date_format(text("date_format", src["date_format"]), where)
     m.header_row = src.get("header_row", 1)
-    if not isinstance(m.header_row, int) or m.header_row < 1:
-        raise LoadError(f"{where}: header_row must be a whole number from 1")
-    m.columns = {str(k): str(v) for k, v in doc.get("columns", {}).items()}
-    m.units = {str(k): str(v) for k, v in doc.get("units", {}).items()}
+    if not isinstance(m.header_row, int) or isinstance(m.header_row, bool) or m.header_row < 1:
+        raise LoadError(f"{where}: header_row must be a whole number from 1, not "
+                        f"{m.header_row!r}")
+    m.columns = {str(k): text(str(k), v, "columns") for k, v in doc.get("columns", {}).items()}
+    by_header: dict[str, str] = {}
+    for fname, header in m.columns.items():
+        other = by_header.setdefault(" ".join(header.split()).casefold(), fname)
+        if other != fname:  # (headers match whatever their case and spacing)
+            raise LoadError(f"{where} maps both {other} and {fname} to the column "
+                            f"{m.columns[other]!r}; a column can give one field only")
+    m.units = {str(k): text(str(k), v, "units") for k, v in doc.get("units", {}).items()}
     for fname, unit in m.units.items():
         if unit not in UNITS:
             raise LoadError(f"{where}: unit {unit!r} for {fname} is not one of {', '.join(UNITS)}")
@@ -137,12 +186,53 @@ def read_mapping(path: str | Path) -> Mapping:
     values = doc.get("values", {})
     if set(values) - {"true", "false"}:
         raise LoadError(f"{where}: [values] takes only true and false lists")
-    m.true_values = [str(v) for v in values.get("true", [])]
-    m.false_values = [str(v) for v in values.get("false", [])]
+    m.true_values = _spellings(values.get("true", []), "true", where)
+    m.false_values = _spellings(values.get("false", []), "false", where)
     clash = {v.strip().lower() for v in m.true_values} & {v.strip().lower() for v in m.false_values}
     if clash:
         raise LoadError(f"{where}: {min(clash)!r} is listed as both true and false")
     return m
+
+
+def _toml_kind(value: Any) -> str:
+    """What a TOML value is, in words: 'a number', 'a list'."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "the number"
+    if isinstance(value, list):
+        return "the list"
+    if isinstance(value, dict):
+        return "the table"
+    return "the value"
+
+
+def _spellings(value: Any, key: str, where: str) -> list[str]:
+    """A [values] list of spellings; one spelling alone is a list of one."""
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise LoadError(f"{where}: [values] {key} must be a list of spellings in quotes, "
+                            f"such as [\"ja\", \"x\"], not {value!r}")
+    return [str(v) for v in items]
+
+
+def _check_date_format(fmt: str, where: str) -> str:
+    """A date_format must write a day, a month and a year and read them back (a sample
+    date round trip, as strptime and pandas read it)."""
+    if "%" not in fmt:
+        raise LoadError(f"{where}: date_format {fmt!r} has no % codes (e.g. %d.%m.%Y)")
+    sample = dt.datetime(2024, 11, 23)
+    try:
+        written = sample.strftime(fmt)
+        back = dt.datetime.strptime(written, fmt)
+        pd.to_datetime(pd.Series([written]), format=fmt)
+    except (ValueError, TypeError, OverflowError):
+        back = None
+    if back is None or back.date() != sample.date():
+        raise LoadError(f"{where}: date_format {fmt!r} cannot read a date with day, month "
+                        "and year (e.g. %d.%m.%Y)")
+    return fmt
 
 
 def mapping_beside(path: str | Path) -> Path | None:
@@ -153,7 +243,15 @@ def mapping_beside(path: str | Path) -> Path | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# raw readers: each returns (raw DataFrame of the export's own columns, row numbers, line keys)
+# raw readers: each returns a Read
+
+
+#: What a reader returns: the export's own columns as read (one row per data row), the
+#: row number of each as a person sees it, each CSV record's text (the duplicate key),
+#: the rows that could not be split into the header's fields (row, value, reason), and
+#: the Excel error cells ({column: {position of the row read: '#DIV/0!'}}).
+Read = tuple[pd.DataFrame, np.ndarray, "RecordText | None", pd.DataFrame | None,
+             dict[str, dict[int, str]]]
 
 
 def _sniff_delimiter(sample: str) -> str:
@@ -172,13 +270,18 @@ def _file_bytes(path: Path) -> Any:
     return pa.memory_map(str(path), "r").read_buffer()
 
 
-def _read_csv(path: Path, m: Mapping
-              ) -> tuple[pd.DataFrame, np.ndarray, RecordText | None, pd.DataFrame | None]:
+def _read_csv(path: Path, m: Mapping) -> Read:
     data = _file_bytes(path)  # bytes or an arrow buffer
     buf = np.frombuffer(data, dtype=np.uint8)
     enc = m.encoding.lower().replace("_", "-")
     if enc in ("utf-8", "utf8") and buf[:3].tobytes() == b"\xef\xbb\xbf":
         data, buf = data[3:], buf[3:]
+    start = bytes(buf[:4096])
+    if _one_byte_lines(m.encoding) and (start[:2] in (b"\xff\xfe", b"\xfe\xff")
+                                         or start.count(0) > len(start) // 4):
+        raise LoadError(f"{path.name} looks like UTF-16 text (a UTF-16 byte order mark, or a "
+                        f"zero byte in every other place), not {m.encoding}; set encoding = "
+                        "\"utf-16\" in the mapping file")
     try:  # strict, but a character cut at the end of the piece waits for its last bytes
         head = codecs.getincrementaldecoder(m.encoding)(errors="strict").decode(
             bytes(buf[:65536]), final=len(buf) <= 65536)
@@ -198,7 +301,7 @@ def _read_csv(path: Path, m: Mapping
         # a header without rows or a line end (the reader refuses it): no rows
         empty = pd.DataFrame({i: pd.Series([], dtype="str") for i in range(len(header))})
         empty.columns = header
-        return _blank_headers(empty), np.zeros(0, dtype=np.int64), None, None
+        return _blank_headers(empty), np.zeros(0, dtype=np.int64), None, None, {}
     # large_string: what pandas' string columns hold, so to_pandas copies nothing
     conv = pacsv.ConvertOptions(column_types={h: pa.large_string() for h in header},
                                 strings_can_be_null=True, null_values=[""],
@@ -222,7 +325,14 @@ def _read_csv(path: Path, m: Mapping
                 table = None
             if not lines_are_records:
                 table = None
-    if table is None:
+    if table is None:  # values may span lines: unless a quote is never closed
+        codes = buf if _one_byte_lines(m.encoding) else np.frombuffer(
+            bytes(buf).decode(m.encoding, errors="replace").encode("utf-32-le"), dtype="<u4")
+        line = _open_quote_line(codes, delim, m.header_row - 1)
+        if line is not None:
+            raise LoadError(f"{path.name}: the quote that opens a value on line {line} is "
+                            "never closed, so the reader would take the rest of the file as "
+                            "that one value; close the quote or remove it")
         try:
             table = _read_csv_table(data, m, _parse_options(
                 delim, newlines_in_values=True, skipped=skipped_full), conv, skipped_full)
@@ -243,7 +353,7 @@ def _read_csv(path: Path, m: Mapping
             if np.array_equal(found[0][fits], rows):  # the same records: keep their text
                 text = found[1]
                 keys = RecordText(buf, text.starts[fits], text.stops[fits])
-        return frame, rows, keys, malformed
+        return frame, rows, keys, malformed, {}
     # Row numbers as a person sees them: line numbers. Fast when every record is one line.
     newlines = len(breaks) if breaks is not None else int(np.count_nonzero(buf == 10))
     ends_open = len(buf) == 0 or buf[-1] != 10
@@ -261,7 +371,7 @@ def _read_csv(path: Path, m: Mapping
             rows, keys = found
         else:
             rows, keys = _csv_line_numbers(bytes(buf), m, delim), None
-    return frame, rows, keys, None
+    return frame, rows, keys, None, {}
 
 
 def _parse_options(delim: str, newlines_in_values: bool, skipped: list[Any]
@@ -410,6 +520,44 @@ def _values_stay_on_their_line(buf: np.ndarray, breaks: np.ndarray, q: np.ndarra
     return not outside.any()
 
 
+def _open_quote_line(codes: np.ndarray, delim: str, skip: int) -> int | None:
+    """The line on which a quoted value opens that is never closed, else None.
+
+    `codes`: the file's bytes (or code points); the first `skip` lines are skipped as
+    lines, as the reader does. Quotes as the CSV reader reads them: a quote opens a
+    value only at the value's start, a doubled quote inside quotes is a quote. When
+    every quote outside quotes opens a value (the usual case), the quotes pair up in
+    order and an odd count means the last one is never closed; otherwise each quote is
+    followed in turn.
+    """
+    breaks = np.flatnonzero(codes == 10)
+    base = 0 if skip == 0 else (int(breaks[skip - 1]) + 1 if len(breaks) >= skip
+                                else len(codes))
+    q = np.flatnonzero(codes[base:] == 34) + base
+    if not len(q):
+        return None
+    prev = codes[np.maximum(q - 1, 0)]
+    at_start = (q == base) | (prev == 10) | (prev == 13) | (prev == ord(delim))
+    outside = np.arange(len(q)) % 2 == 0
+    opening: int | None = None
+    if not (outside & ~at_start & (prev != 34)).any():
+        opening = int(q[-1]) if len(q) % 2 else None
+    else:
+        i, inside = 0, False
+        while i < len(q):
+            if not inside:
+                inside = bool(at_start[i])
+                opening = int(q[i])
+                i += 1
+            elif i + 1 < len(q) and q[i + 1] == q[i] + 1:  # a doubled quote
+                i += 2
+            else:
+                inside = False
+                i += 1
+        opening = opening if inside else None
+    return None if opening is None else int(np.searchsorted(breaks, opening)) + 1
+
+
 @dataclass(frozen=True)
 class RecordText:
     """Where each data record's text lies in the file's bytes, without its line end: the
@@ -541,19 +689,176 @@ def _check_headers(header: list[Any], path: Path) -> None:
         seen.add(h)
 
 
-def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, None]:
+#: A sheet is refused when the grid from A1 to its last cell has more cells than this
+#: and more cells than its XML has bytes (fewer than one cell in ~25 holds a value):
+#: a stray value far below or to the right of the data, which would make the reader
+#: fill memory with empty cells (one value in XFD1048576 is 17 billion cells).
+XLSX_MIN_CELLS = 1_000_000
+OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")  # an encrypted .xlsx, an .xls, a .doc
+DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s+ref="(?:[A-Z]+[0-9]+:)?([A-Z]{1,3})([0-9]{1,7})"')
+ERROR_CELL = re.compile(rb'<(?:\w+:)?c\s([^>/]*\bt="e"[^>/]*)>(.*?)</(?:\w+:)?c>', re.DOTALL)
+CELL_REF = re.compile(rb'\br="([A-Z]{1,3})([0-9]{1,7})"')
+CELL_VALUE = re.compile(rb"<(?:\w+:)?v>([^<]*)<")
+ROW_NUMBER = re.compile(rb'\br="([0-9]{1,7})"')
+
+
+@dataclass
+class SheetXml:
+    """What the sheet's XML says before calamine reads it: its last cell (1-based row
+    and column: as <dimension> names it, or lower, the last row's number and column 1,
+    when <dimension> is missing or says less), its size, and its error cells."""
+
+    last_cell: tuple[int, int] | None
+    size: int
+    errors: list[tuple[int, int, str]]  # 0-based row, column, '#DIV/0!'
+
+
+def _column_number(letters: bytes) -> int:
+    n = 0
+    for c in letters:
+        n = n * 26 + c - 64
+    return n
+
+
+def _cell_name(row: int, col: int) -> str:
+    """1-based row and column as Excel names the cell: (1048576, 16384) is XFD1048576."""
+    letters = ""
+    while col:
+        col, r = divmod(col - 1, 26)
+        letters = chr(65 + r) + letters
+    return f"{letters}{row}"
+
+
+def _not_xlsx(path: Path, why: str) -> LoadError:
+    return LoadError(f"{path.name} is not a readable Excel workbook ({why}, so not an .xlsx "
+                     "workbook); open it in Excel and save it as .xlsx")
+
+
+def _check_xlsx_container(path: Path) -> None:
+    """An .xlsx is a zip holding xl/workbook.xml; say what the file is instead."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == OLE_MAGIC:
+        raise _not_xlsx(path, "it is a password-protected workbook or an old .xls file")
+    if not zipfile.is_zipfile(path):
+        raise _not_xlsx(path, "it is not a zip file" if head else "it is empty")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise _not_xlsx(path, f"a damaged zip file: {exc}") from None
+    if "xl/workbook.xml" not in names:
+        raise _not_xlsx(path, "a zip file without a workbook in it")
+
+
+def _sheet_part(zf: zipfile.ZipFile, sheet: str) -> str | None:
+    """The zip member holding a sheet's cells (xl/worksheets/sheetN.xml), found through
+    xl/workbook.xml and its relationships; None when they do not say."""
+    def xml(name: str) -> ET.Element | None:
+        try:
+            if zf.getinfo(name).file_size > 1 << 26:
+                return None
+            return ET.fromstring(zf.read(name))
+        except (KeyError, ET.ParseError, zipfile.BadZipFile, OSError, ValueError):
+            return None
+
+    book, rels = xml("xl/workbook.xml"), xml("xl/_rels/workbook.xml.rels")
+    if book is None or rels is None:
+        return None
+    rid = next((v for el in book.iter() if el.tag.endswith("}sheet")
+                and el.get("name") == sheet
+                for k, v in el.attrib.items() if k.endswith("}id")), None)
+    target = next((el.get("Target") for el in rels if el.get("Id") == rid), None)
+    if not target:
+        return None
+    part = target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
+    return part if part in zf.namelist() else None
+
+
+def _read_sheet_xml(path: Path, sheet: str) -> SheetXml | None:
+    """The sheet's <dimension>, its size and its error cells, read from the zip in
+    pieces cut at row ends (calamine returns an error cell as an empty one)."""
+    with zipfile.ZipFile(path) as zf:
+        part = _sheet_part(zf, sheet)
+        if part is None:
+            return None
+        last_cell = None
+        last_row = 0
+        size = 0
+        errors: list[tuple[int, int, str]] = []
+        carry = b""
+        with zf.open(part) as fh:
+            while True:
+                chunk = fh.read(1 << 22)
+                if size == 0:
+                    found = DIMENSION.search(chunk)
+                    if found:
+                        last_cell = (int(found[2]), _column_number(found[1]))
+                size += len(chunk)
+                text = carry + chunk
+                cut = text.rfind(b"row>") + 4 if chunk else len(text)  # no cell cut in two
+                if cut < 4:
+                    cut = 0
+                head, carry = text[:cut], text[cut:]
+                tag = head.rfind(b"row ")  # the last row's opening tag: its number
+                if tag >= 0:
+                    number = ROW_NUMBER.search(head, tag, head.find(b">", tag) + 1)
+                    last_row = max(last_row, int(number[1])) if number else last_row
+                if b't="e"' in head:
+                    for cell in ERROR_CELL.finditer(head):
+                        ref, value = CELL_REF.search(cell[1]), CELL_VALUE.search(cell[2])
+                        if ref and value:
+                            errors.append((int(ref[2]) - 1, _column_number(ref[1]) - 1,
+                                           value[1].decode("utf-8", "replace")))
+                if not chunk:
+                    break
+    if last_cell is None or last_row > last_cell[0]:
+        last_cell = (last_row, last_cell[1] if last_cell else 1) if last_row else last_cell
+    return SheetXml(last_cell, size, errors)
+
+
+def _check_extent(path: Path, sheet: str, last_row: int, last_col: int, size: int) -> None:
+    """Refuse a sheet whose grid (A1 to its last cell) is far larger than its content."""
+    cells = last_row * last_col
+    if cells > XLSX_MIN_CELLS and cells > size:
+        raise LoadError(
+            f"sheet {sheet!r} of {path.name} reaches cell {_cell_name(last_row, last_col)} "
+            f"({last_row:,} rows × {last_col:,} columns) but holds little data; delete the "
+            "empty rows and columns after the data (or the stray value far from it) and save "
+            "it again")
+
+
+def _read_xlsx(path: Path, m: Mapping) -> Read:
     from python_calamine import CalamineError, CalamineWorkbook
 
+    _check_xlsx_container(path)
     try:
         wb = CalamineWorkbook.from_path(str(path))
     except (CalamineError, OSError, ValueError) as exc:
-        raise LoadError(f"{path.name} is not a readable Excel workbook ({exc})") from None
-    try:
-        sheet = wb.get_sheet_by_name(m.sheet) if m.sheet else wb.get_sheet_by_index(0)
-    except (CalamineError, IndexError):
+        raise LoadError(f"{path.name} is not a readable Excel workbook "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                        ) from None
+    names = wb.sheet_names
+    sheet_name = m.sheet if m.sheet else (names[0] if names else None)
+    if sheet_name not in names:
         raise LoadError(f"{path.name} has no sheet named {m.sheet!r} "
-                        f"(sheets: {', '.join(wb.sheet_names)})") from None
+                        f"(sheets: {', '.join(names)})")
+    xml = _read_sheet_xml(path, sheet_name)
+    size = xml.size if xml else sum(i.file_size for i in zipfile.ZipFile(path).infolist())
+    if xml and xml.last_cell:  # before calamine builds the grid
+        _check_extent(path, sheet_name, *xml.last_cell, size)
+    try:
+        sheet = wb.get_sheet_by_name(sheet_name)
+    except (CalamineError, IndexError, ValueError) as exc:
+        raise LoadError(f"{path.name}: sheet {sheet_name!r} cannot be read ({exc})") from None
+    # the real last cell (the <dimension> may be missing or wrong): before the grid from
+    # A1 is made in Python
+    if sheet.height and sheet.width:
+        _check_extent(path, sheet_name, sheet.end[0] + 1, sheet.end[1] + 1, size)
     cells = sheet.to_python(skip_empty_area=False)
+    for r, c, code in xml.errors if xml else []:  # as written, not empty: rejected below
+        if r < len(cells) and c < len(cells[r]):
+            cells[r][c] = code
     if len(cells) < m.header_row:
         raise LoadError(f"{path.name} has no header on row {m.header_row} of sheet "
                         f"{m.sheet or wb.sheet_names[0]!r}")
@@ -578,11 +883,19 @@ def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, 
             empty[:, j] = (col == "") | (col == None)  # elementwise, per cell
     keep = np.flatnonzero(~empty.all(axis=1)) if width else np.zeros(0, dtype=np.int64)
     rows = keep.astype(np.int64) + m.header_row + 1
+    by_column: dict[int, dict[int, str]] = {}  # error cells: column -> {row read: code}
+    for r, c, code in xml.errors if xml else []:
+        i = np.searchsorted(keep, r - m.header_row)
+        if c < width and i < len(keep) and keep[i] == r - m.header_row:
+            by_column.setdefault(c, {})[int(i)] = code
     cols: dict[str, Any] = {}
+    errors: dict[str, dict[int, str]] = {}
     for j, h in enumerate(header):
         if not h and (not len(keep) or empty[keep, j].all()):
             continue  # no header and nothing in it: a spreadsheet's spare column
         name = h or _unused_name(j, header)
+        if j in by_column:
+            errors[name] = by_column[j]
         if not len(keep):
             cols[name] = pd.Series([], dtype=object)
             continue
@@ -597,7 +910,7 @@ def _read_xlsx(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, 
         col[missing] = None  # an empty cell is missing
         # typed as pandas types what a cell-by-cell map returns
         cols[name] = _infer_cells(col)
-    return pd.DataFrame(cols), rows, None, None
+    return pd.DataFrame(cols), rows, None, None, errors
 
 
 def _cell_columns(body: list[list[Any]], width: int) -> np.ndarray:
@@ -675,20 +988,22 @@ def _parquet_dtype(t: pa.DataType) -> Any:
     return None
 
 
-def _read_parquet(path: Path, m: Mapping) -> tuple[pd.DataFrame, np.ndarray, None, None]:
+def _read_parquet(path: Path, m: Mapping) -> Read:
     import pyarrow.parquet as pq
 
-    try:
+    try:  # the schema first: the reader cannot name a column given twice
+        _check_headers(pq.read_schema(path).names, path)
         table = pq.read_table(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise LoadError(f"{path.name} is not a readable Parquet file ({exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LoadError(f"{path.name} is not a readable Parquet file ({first})") from None
     table = pa.table([_parquet_column(c) for c in table.columns], names=table.column_names,
                      metadata=table.schema.metadata)  # pandas metadata: which is the index
     frame = table.to_pandas(types_mapper=_parquet_dtype)
     # a named index (df.set_index("patient_id").to_parquet()) holds data: keep it
     named = [n for n in frame.index.names if n is not None and n not in frame.columns]
     frame = (frame.reset_index(level=named) if named else frame).reset_index(drop=True)
-    return frame, np.arange(1, len(frame) + 1, dtype=np.int64), None, None
+    return frame, np.arange(1, len(frame) + 1, dtype=np.int64), None, None, {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -804,11 +1119,18 @@ def _parse_float_slow(s: pd.Series, decimal: str, percent: bool = False
     return out, bad
 
 
+#: Whole numbers from this size on are rejected: a float (how cells are parsed) holds
+#: every whole number only below it.
+WHOLE_LIMIT = 2.0**53
+
+
 def parse_int(s: pd.Series, decimal: str = ".") -> tuple[pd.Series, np.ndarray, Any]:
     """Whole-number field: a number with a fraction is bad, not rounded."""
     values, bad, _ = parse_float(s, decimal)
     v = values.to_numpy(dtype="float64", na_value=np.nan)
-    frac = ~np.isnan(v) & (v != np.round(v))
+    # beyond 2**53 a float no longer holds every whole number (and beyond 2**63 no int64
+    # does): such a cell is rejected, never wrapped round or rounded
+    frac = ~np.isnan(v) & ((v != np.round(v)) | (np.abs(v) >= WHOLE_LIMIT))
     v[frac] = np.nan
     out = pd.array(np.where(np.isnan(v), 0, v).astype("int64"), dtype="Int64")
     out[np.isnan(v)] = pd.NA
@@ -1062,6 +1384,7 @@ def load(path: str | Path, mapping: Mapping | str | Path | None = None, table: s
         raise LoadError(f"{path} does not exist")
     if path.is_dir():
         raise LoadError(f"{path} is a folder, not an export file")
+    _require_regular_file(path)
     kind = FILE_TYPES.get(path.suffix.lower())
     if kind is None:
         raise LoadError(f"{path.name}: unknown file type {path.suffix!r} "
@@ -1073,14 +1396,14 @@ def load(path: str | Path, mapping: Mapping | str | Path | None = None, table: s
     m = mapping or Mapping()
     bar = Progress(4, f"loading {path.name}", enabled=progress)
     reader = {"csv": _read_csv, "xlsx": _read_xlsx, "parquet": _read_parquet}[kind]
-    raw, rows, record_text, malformed = reader(path, m)
+    raw, rows, record_text, malformed, excel_errors = reader(path, m)
     bar.step("read")
     headers = [str(c) for c in raw.columns]
     raw.columns = headers
     tname = m.table or table or detect_table(path, headers)
     used, unknown = match_columns(headers, tname, m, path.name)
     result = _normalise(raw, rows, record_text, tname, used, unknown, m, str(path), kind, bar,
-                        malformed)
+                        malformed, excel_errors)
     bar.close()
     return result
 
@@ -1116,6 +1439,15 @@ def _header_hint(m: Mapping | None, file: str = "") -> str:
 
 #: Text fields the row checks read (kept as parsed from the start).
 CHECKED_TEXT = frozenset({"patient_id", "session_id", "instrument", "rater"})
+
+#: Text that identifies or groups: an invisible character in it would make a new
+#: patient, session or clinician, so such characters are removed (and warned).
+KEY_TEXT = frozenset({"patient_id", "session_id", "operator", "clinic", "area",
+                      "instrument", "rater"})
+#: Characters that show as nothing: zero-width space, joiners and marks (U+200B–U+200F),
+#: bidirectional controls (U+202A–U+202E, U+2066–U+2069), word joiner and invisible
+#: operators (U+2060–U+2064), the byte order mark (U+FEFF) and the soft hyphen.
+INVISIBLE = "[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 
 #: Columns at least this long are parsed one distinct value at a time (see _parse_by_value).
 BY_VALUE_MIN_ROWS = 5_000
@@ -1154,6 +1486,16 @@ def _parse_by_value(parse: Any, s: pd.Series) -> tuple[pd.Series, np.ndarray, An
     return out, np.asarray(bad, dtype=bool)[codes], why
 
 
+def _without_invisible(text: pd.Series) -> pd.Series:
+    """Text without invisible characters (see INVISIBLE), stripped again; a value of
+    nothing else is missing."""
+    found = text.str.contains(INVISIBLE, regex=True).to_numpy(dtype=bool, na_value=False)
+    if not found.any():
+        return text
+    clean = text.str.replace(INVISIBLE, "", regex=True).str.strip()
+    return clean.mask(clean == "")
+
+
 def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: Mapping,
                  kind: str, true_words: set[str], false_words: set[str]
                  ) -> tuple[pd.Series, np.ndarray, Any]:
@@ -1162,6 +1504,8 @@ def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: M
     f = fields[fname]
     if f.type == "string":
         text, bad, why = parse_string(s)
+        if fname in KEY_TEXT:
+            text = _without_invisible(text)
         if fname in ("patient_id", "session_id"):  # 'n/a', '-', '?' stand for no id
             placeholder = _missing(text) & text.notna().to_numpy()
             if placeholder.any():
@@ -1181,11 +1525,13 @@ def _parse_field(fname: str, s: pd.Series, fields: dict[str, schema.Field], m: M
 
 def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | None, table: str,
                used: dict[str, str], unknown: list[str], m: Mapping, file: str, kind: str,
-               bar: Progress, malformed: pd.DataFrame | None = None) -> LoadResult:
+               bar: Progress, malformed: pd.DataFrame | None = None,
+               excel_errors: dict[str, dict[int, str]] | None = None) -> LoadResult:
     """Parse every used column, reject unusable rows, warn on odd values, build the table.
 
     `malformed`: rows the reader could not split into the header's fields (row, value,
-    reason); they are rejected and counted as read."""
+    reason); they are rejected and counted as read. `excel_errors`: error cells
+    (#DIV/0!) by column and row position; a row with one in a used column is rejected."""
     wide = _required_present(table, used, file, m)
     n = len(raw)
     fields = schema.fields(table)
@@ -1211,7 +1557,7 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | No
     # never rejects): one copy of the long free-text columns instead of two
     later = {fname: header for fname, header in used.items()
              if fname in fields and fields[fname].type == "string"
-             and fname not in CHECKED_TEXT and n >= BY_VALUE_MIN_ROWS}
+             and fname not in CHECKED_TEXT | KEY_TEXT and n >= BY_VALUE_MIN_ROWS}
     columns = {fname: raw[header] for fname, header in used.items() if fname not in later}
 
     date_field = "session_date" if table == "sessions" else "assessment_date"
@@ -1237,7 +1583,17 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | No
         problems[fname] = (bad, why.to_numpy(dtype=object) if isinstance(why, pd.Series) else why)
     bar.step("parsed")
 
-    # rejections, in the order a reader would fix them: keys first, then other fields
+    # rejections, in the order a reader would fix them: Excel errors (the cell holds no
+    # value at all), keys, then other fields
+    for fname, header in used.items():
+        cells = (excel_errors or {}).get(header)
+        if cells:
+            where = np.fromiter(cells, dtype=np.int64)
+            mask = np.zeros(n, dtype=bool)
+            mask[where] = True
+            reasons = np.full(n, "", dtype=object)
+            reasons[where] = [f"Excel error {code}" for code in cells.values()]
+            reject(mask, fname, reasons)
     for key in ("patient_id", date_field):
         reject(problems[key][0], key, problems[key][1])
         reject(values[key].isna().to_numpy(), key, f"missing {key}")
@@ -1525,8 +1881,16 @@ def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], later: dict[str, 
     for iid in schema.INSTRUMENTS:
         if table == "outcomes" and iid in values:
             jobs[iid] = (values[iid], None)
+    # an unknown column named like an output column (a 'passes' beside the mapped
+    # 'Anzahl', a 'source_row') is kept under another name, never in its place
+    taken = {f.name for f in schema.TABLES[table]} | set(schema.INSTRUMENTS) \
+        | {"source_file", "source_row"}
     for h in unknown:
-        jobs[h] = (raw[h], None)
+        name = h
+        while name in taken:
+            name = f"{name} (unmapped)"
+        taken.add(name)
+        jobs[name] = (raw[h], None)
     # one take per column; arrow's (text columns) runs without the GIL
     done = dict(zip(jobs, map_threads(lambda name: kept(*jobs[name]), list(jobs),
                                        big=len(keep) >= BY_VALUE_MIN_ROWS), strict=True))
@@ -1604,6 +1968,16 @@ def _warnings(data: pd.DataFrame, table: str, m: Mapping, used: dict[str, str],
                 add(unit_slip, f.name, "unit", slip)
             add(((col < low) | (col > high)) & ~unit_slip, f.name, "implausible",
                 _range_warning(f))
+        if f.name in KEY_TEXT:
+            written = _as_text(raw[used[f.name]].iloc[positions])
+            found = written.str.contains(INVISIBLE, regex=True).fillna(False)
+            if found.any():
+                chars = sorted(set(re.findall(INVISIBLE, "".join(written[found]))))
+                add(pd.Series(found.to_numpy(dtype=bool), index=data.index), f.name,
+                    "invisible_characters",
+                    f"invisible characters removed from {f.name} ("
+                    + ", ".join(f"U+{ord(c):04X}" for c in chars) + "); the value is "
+                    "otherwise kept")
         if f.allowed and f.type == "string" and f.name != "rater":
             add(col.notna() & ~col.isin(list(f.allowed)), f.name, "not_allowed",
                 f"{f.name} is not one of {', '.join(f.allowed)}")
