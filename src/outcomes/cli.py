@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"outcomes {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (OutcomesError, LoadError, NotebookError) as exc:
+    except (OutcomesError, NotebookError) as exc:
         print(f"outcomes {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

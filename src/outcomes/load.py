@@ -36,11 +36,12 @@ import pyarrow.csv as pacsv
 
 from outcomes import schema
 from outcomes.arrowtext import arrow_strings
+from outcomes.errors import OutcomesError
 from outcomes.parallel import map_threads
 from outcomes.progress import Progress
 
 
-class LoadError(Exception):
+class LoadError(OutcomesError):
     """The input cannot be used at all; the message is one sentence for the user."""
 
 
