@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
-import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outcomes.arrowtext import appearance_codes, sort_rank, sorted_codes
+from outcomes.arrowtext import sort_rank, sorted_codes
 
 
 @given(st.lists(st.one_of(st.none(), st.text(max_size=4)), max_size=40))
@@ -18,17 +17,6 @@ def test_sorted_codes_are_what_factorize_with_sort_gives(values):
     want_codes, want_distinct = pd.factorize(s, sort=True)
     assert codes.tolist() == want_codes.tolist()
     assert distinct.to_pylist() == list(want_distinct)
-
-
-@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "ab", "é", ""])),
-                max_size=40), st.integers(0, 3))
-def test_appearance_codes_are_what_factorize_gives(values, split):
-    """Hashing one value per run of equal neighbours numbers values as pd.factorize does,
-    also over several chunks and with missing values between equal ones."""
-    s = pd.Series(values, dtype="string")
-    chunks = [values[:split], values[split:]]
-    arr = pa.chunked_array([pa.array(c, type=pa.large_string()) for c in chunks])
-    assert appearance_codes(arr).tolist() == pd.factorize(s)[0].tolist()
 
 
 @given(st.lists(st.one_of(st.none(), st.text(max_size=3)), max_size=40))

@@ -165,45 +165,84 @@ def test_over_time_overview_small_multiples(tables, protocol):
 
 
 def test_funnel_curves_points_and_labels(tables, protocol):
+    """The curves are funnel_limits with the table's tau2; every point is labelled by the
+    curves drawn at its n."""
     by = tables["by_operator"]
     fig = cc.clinician_funnel(by, protocol, "start_energy")
     ax = fig.axes[0]
     t = cc.funnel_table(by, "start_energy")
     p0 = t["compliant"].sum() / t["eligible"].sum()
+    tau2 = stats.overdispersion(t["compliant"], t["eligible"])["tau2"]
+    assert tau2 > 0 and t["tau2"].iloc[0] == pytest.approx(tau2)
     lines = {ln.get_gid(): ln for ln in ax.get_lines() if ln.get_gid()}
     for level, tag in ((0.95, "95"), (0.998, "998")):
         low, high = lines[f"funnel-{tag}-low"], lines[f"funnel-{tag}-high"]
         n = low.get_xdata()
-        lo, hi = stats.funnel_limits(p0, n, level)
+        lo, hi = stats.funnel_limits(p0, n, level, tau2=tau2)
         np.testing.assert_allclose(low.get_ydata(), 100 * lo)
         np.testing.assert_allclose(high.get_ydata(), 100 * hi)
-        big = n >= 10  # the exact, interpolated limits wiggle by a hair at small n
-        assert np.all(np.diff(low.get_ydata()[big]) >= -0.1)
-        assert np.all(np.diff(high.get_ydata()[big]) <= 0.1)
-        assert low.get_ydata()[-1] < low.get_ydata()[big][0] + 100  # sanity
-        assert low.get_ydata()[big][-1] > low.get_ydata()[big][0]
-        assert high.get_ydata()[big][-1] < high.get_ydata()[big][0]
+        # the table's limits are the curve's at each clinician's n
+        lo_t, hi_t = stats.funnel_limits(p0, t["eligible"].to_numpy(float), level, tau2=tau2)
+        np.testing.assert_allclose(t[f"low{tag}"], 100 * lo_t)
+        np.testing.assert_allclose(t[f"high{tag}"], 100 * hi_t)
+    plain = stats.funnel_limits(p0, lines["funnel-998-plain-low"].get_xdata(), 0.998)[0]
+    np.testing.assert_allclose(lines["funnel-998-plain-low"].get_ydata(), 100 * plain)
+    for r in t.itertuples():
+        below_drawn = r.percent < r.low95
+        assert (r.position.startswith("below")) == below_drawn, r.operator
     pts = [c for c in ax.collections if str(c.get_gid()).startswith("funnel-points")]
     assert sum(len(c.get_offsets()) for c in pts) == len(t) == len(clinicians_of(by))
     names = " ".join(a.get_text() for a in ax.texts)
     for name in clinicians_of(by):
         assert name in names
-    below = next(c for c in pts if c.get_gid() == "funnel-points-below the 99.8 % limit")
-    inside = [c for c in pts if c.get_gid() != below.get_gid()]
-    # not by colour alone: the outlier's marker differs from the others'
-    assert all(below.get_paths()[0] != c.get_paths()[0] for c in inside)
+    assert "overdispersion" in " ".join(fig.get_supxlabel().split())
     brandt = t[t["operator"] == HABITS["high_start_energy"]].iloc[0]
-    np.testing.assert_allclose(below.get_offsets()[0], [brandt["eligible"], brandt["percent"]])
+    assert brandt["position_unadjusted"] == "below the 99.8 % limit"
     assert "(n)" in ax.get_xlabel() and "%" in ax.get_ylabel()
+
+
+def test_funnel_p_and_q_values_are_the_formulas():
+    """Exact binomial p without overdispersion; the random-effects z with it; BH q over
+    every criterion × clinician (statsmodels)."""
+    from scipy.stats import binom, norm
+    from statsmodels.stats.multitest import multipletests
+
+    by = pd.DataFrame({"criterion": ["a"] * 4 + ["b"] * 4,
+                       "operator": ["A", "B", "C", "D"] * 2,
+                       "eligible": [50, 60, 70, 80, 40, 50, 60, 70],
+                       "compliant": [45, 50, 66, 40, 39, 47, 58, 66]})
+    t = cc.funnel_tables(by)
+    for cid, rows in t.groupby("criterion"):
+        x, n = rows["compliant"].to_numpy(float), rows["eligible"].to_numpy(float)
+        p0 = x.sum() / n.sum()
+        tau2 = stats.overdispersion(x, n)["tau2"]
+        if tau2 > 0:
+            z = (np.arcsin(np.sqrt(x / n)) - np.arcsin(np.sqrt(p0))) / np.sqrt(1 / (4 * n) + tau2)
+            want = 2 * norm.sf(abs(z))
+        else:
+            want = np.minimum(1, 2 * np.minimum(binom.cdf(x, n, p0), binom.sf(x - 1, n, p0)))
+        np.testing.assert_allclose(rows["p_value"], want, rtol=1e-10)
+    assert t.groupby("criterion")["tau2"].first().gt(0).any()
+    q = multipletests(t["p_value"], method="fdr_bh")[1]
+    np.testing.assert_allclose(t["q_value"], q, rtol=1e-10)
+    assert (t["beyond_chance"] == (t["q_value"] < 0.05)).all()
+
+
+def test_funnel_centre_options():
+    by = pd.DataFrame({"criterion": "a", "operator": ["A", "B", "C"],
+                       "eligible": [50, 60, 70], "compliant": [45, 50, 66]})
+    out = cc.funnel_table(by, "a", leave_out=True).set_index("operator")
+    assert out.loc["A", "p0"] == pytest.approx(100 * (50 + 66) / (60 + 70))
+    out = cc.funnel_table(by, "a", targets={"a": 90}, adjust=False)
+    assert (out["p0"] == 90).all() and (out["tau2"] == 0).all()
 
 
 def test_funnel_full_marks_are_not_outliers():
     """17 of 17 when everyone is near 100 %: the interpolated limit is a hair below 100 %,
-    but the exact tail says it is ordinary, so it is not flagged."""
+    but nothing lies above a full mark, so it is not flagged."""
     by = pd.DataFrame({"criterion": "x", "operator": ["A", "B", "C", "D"],
                        "eligible": [17, 30, 200, 40], "compliant": [17, 29, 193, 10]})
-    by["percent"] = 100 * by["compliant"] / by["eligible"]
-    t = cc.funnel_table(by, "x").set_index("operator")
+    t = cc.funnel_table(by, "x", adjust=False).set_index("operator")
     assert t.loc["A", "percent"] > t.loc["A", "high998"]  # beyond the drawn curve …
     assert t.loc["A", "position"] == "within the limits"  # … but not an outlier
     assert t.loc["D", "position"] == "below the 99.8 % limit"
@@ -293,7 +332,7 @@ def test_headlines_name_the_habits(audit):
     energy = next(ln for ln in lines if ln.startswith("Starting energy"))
     assert HABITS["high_start_energy"] in energy and HABITS["compliant"] not in energy
     f = step_findings(audit)
-    assert HABITS["long_intervals"] in f.set_index("criterion").loc["interval", "below_998"]
+    assert HABITS["long_intervals"] in f.set_index("criterion").loc["interval", "below_chance"]
 
 
 def test_no_pyplot():

@@ -39,22 +39,6 @@ def sorted_codes(values: pd.Series) -> tuple[np.ndarray, Any]:
     return rank[idx], enc.dictionary.take(pa.array(order))
 
 
-def appearance_codes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """pd.factorize's codes (numbered in order of first appearance, missing -1) of arrow
-    text, hashing one value per run of equal neighbours: exports list a patient's rows
-    together, so a run-long repeat costs a string comparison rather than a hash probe."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    head = np.ones(len(arr), dtype=bool)
-    if len(arr) > 1:  # a missing value starts a run of its own
-        head[1:] = pc.fill_null(pc.not_equal(arr[1:], arr[:-1]), True).to_numpy(
-            zero_copy_only=False)
-    at = np.flatnonzero(head)
-    enc = (arr if len(at) == len(arr) else arr.take(pa.array(at))).dictionary_encode()
-    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return codes if len(at) == len(arr) else codes[np.cumsum(head) - 1]
-
-
 def sort_rank(values: pd.Series) -> np.ndarray:
     """Rank of each value in sorted order (equal values equal rank, missing last)."""
     arr = arrow_strings(values)

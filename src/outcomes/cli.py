@@ -235,7 +235,7 @@ def _date_arg(value: str | None, flag: str) -> pd.Timestamp | None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from outcomes.audit import compare, run_audit, summarise, write_audit
+    from outcomes.audit import compare, run_audit, write_audit
     from outcomes.dataset import load_inputs
     from outcomes.protocol import load_protocol
 
@@ -251,11 +251,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if nothing := audit.nothing_audited():
         raise LoadError(f"{Path(args.sessions).name}: {nothing}")
     verdicts = audit.period(args.since, args.until) if (since or until) else audit.verdicts
-    summary = summarise(verdicts, protocol)
+    summary = audit.summary_of(verdicts)
     comparison = None
     if split is not None:
-        before = summarise(verdicts[verdicts["date"] < split], protocol)
-        after = summarise(verdicts[verdicts["date"] >= split], protocol)
+        before = audit.summary_of(verdicts[verdicts["date"] < split])
+        after = audit.summary_of(verdicts[verdicts["date"] >= split])
         comparison = compare(before, after)
     elif args.compare_to:
         earlier = load_inputs(args.compare_to, None, args.mapping, progress=False if quiet
@@ -281,7 +281,8 @@ def audit_json(audit: Any, summary: pd.DataFrame, ds: Any,
                comparison: pd.DataFrame | None) -> dict[str, Any]:
     """The `audit --json` object: `criteria` with the contract keys, then context."""
     cols = ["id", "title", "eligible", "compliant", "percent", "ci_low", "ci_high", "target",
-            "status", "missing", "deviations", "not_applicable"]
+            "status", "missing", "deviations", "not_applicable", "design_effect",
+            "ci_low_clustered", "ci_high_clustered"]
     crit = summary.rename(columns={"criterion": "id"})[cols]
     out: dict[str, Any] = {
         "protocol": {"id": audit.protocol.id, "version": audit.protocol.version},

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from outcomes.audit import STATUS_TEXT, Audit
-from outcomes.charts.compliance import POSITIONS, funnel_table, monthly_p_chart
+from outcomes.charts.compliance import POSITIONS, funnel_tables, monthly_p_chart
 from outcomes.protocol import Criterion, Protocol
 
 __all__ = [
@@ -52,18 +52,19 @@ def _names(rows: pd.DataFrame) -> str:
 def step_findings(audit: Audit) -> pd.DataFrame:
     """One row per protocol step: compliance, target, status, who is furthest below, trend.
 
-    `below_998` names the clinicians below the funnel's 99.8 % limit (very unlikely to be
-    chance); `shift` is the p-chart's Anhøj runs signal; `months_out` the months outside
+    `below_chance` names the clinicians below the others by more than chance, allowing
+    for every clinician and step compared (funnel, Benjamini–Hochberg q < 0.05); `shift` is the p-chart's Anhøj runs signal; `months_out` the months outside
     the 3-sigma limits; `recent`/`before` the pooled percent of the last six months and of
     the months before them.
     """
     s = audit.summary()
     by = audit.summary("operator")
     monthly = audit.summary("month")
+    funnels = funnel_tables(by)
     rows = []
     for r in s.itertuples():
-        ft = funnel_table(by, r.criterion)
-        below = ft[ft["position"] == POSITIONS[0]]
+        ft = funnels[funnels["criterion"] == r.criterion]
+        below = ft[ft["beyond_chance"] & (ft["percent"] < ft["p0"])]
         pc = monthly_p_chart(monthly, r.criterion)
         recent = before = np.nan
         if len(pc) and pc["eligible"].sum():
@@ -82,7 +83,7 @@ def step_findings(audit: Audit) -> pd.DataFrame:
             "lowest_percent": ft["percent"].iloc[0] if len(ft) else np.nan,
             "clinician_range": ((ft["percent"].min(), ft["percent"].max()) if len(ft)
                                 else (np.nan, np.nan)),
-            "below_998": list(below["operator"]),
+            "below_chance": list(below["operator"]),
             "shift": bool(len(pc) and pc["runs_signal"].iloc[0]),
             "months_out": [(_month(m), "high" if p > c else "low") for m, p, c in
                            zip(out_months["month"], out_months["p"], out_months["centre"])],
@@ -120,20 +121,29 @@ def headlines(audit: Audit, k: int = 3) -> list[str]:
         f"{r.title} ({r.percent:.0f} %, target {r.target:g} %)" for r in low.itertuples())
         + ".")
     # by whom: every step below its target, lowest first
+    funnels = funnel_tables(by)
     for r in f[(f["status"] != "met") & (f["percent"] < f["target"])].itertuples():
-        ft = funnel_table(by, r.criterion)
-        below = ft[ft["position"] == POSITIONS[0]]
+        ft = funnels[funnels["criterion"] == r.criterion]
+        below = ft[ft["beyond_chance"] & (ft["percent"] < ft["p0"])]
         others = ft[~ft["operator"].isin(below["operator"])]
         head = f"{r.title} ({r.percent:.0f} %, target {r.target:g} %): "
         if len(below):
             verb = "is" if len(below) == 1 else "are"
             rng = f"; the other clinicians {_span(others['percent'])}" if len(others) else ""
-            lines.append(head + f"{_names(below)} {verb} far below the others (outside the "
-                         f"99.8 % funnel limit){rng}.")
+            lines.append(head + f"{_names(below)} {verb} below the others by more than "
+                         f"chance (funnel plot, q < 0.05){rng}.")
         elif len(ft):
-            lines.append(head + "no clinician stands out (all within the 99.8 % funnel "
-                         f"limits; clinicians {_span(ft['percent'])}): the shortfall is "
-                         "shared.")
+            plain = ft[ft["position_unadjusted"] == POSITIONS[0]]
+            if len(plain) and float(ft["tau2"].iloc[0]) > 0:
+                lines.append(head + f"{_names(plain)} "
+                             f"{'is' if len(plain) == 1 else 'are'} below the plain 99.8 % "
+                             "funnel limit, but the clinicians vary so much more than chance "
+                             "that, allowing for it, no one stands out beyond chance "
+                             f"(clinicians {_span(ft['percent'])}); read the funnel plot.")
+            else:
+                lines.append(head + "no clinician differs from the others by more than "
+                             f"chance (clinicians {_span(ft['percent'])}): the shortfall is "
+                             "shared.")
     # change over time
     shifted = f[f["shift"]]
     if len(shifted):
@@ -204,35 +214,38 @@ def section_table(by_operator: pd.DataFrame, summary: pd.DataFrame,
 
 
 def clinician_outliers(audit: Audit, which: str = "below") -> pd.DataFrame:
-    """Clinicians outside a step's 99.8 % funnel limits (`which`: below, above or both)."""
-    by = audit.summary("operator")
+    """Clinicians who differ from the others on a step by more than chance, allowing for
+    every clinician and step compared (funnel plot, Benjamini–Hochberg q < 0.05);
+    `which`: below, above or both."""
     titles = {c.id: c.title for c in audit.protocol.criteria}
-    parts = []
-    for c in audit.protocol.criteria:
-        ft = funnel_table(by, c.id)
-        keep = {"below": [POSITIONS[0]], "above": [POSITIONS[4]],
-                "both": [POSITIONS[0], POSITIONS[4]]}[which]
-        ft = ft[ft["position"].isin(keep)]
-        if len(ft):
-            parts.append(ft.assign(step=titles[c.id]))
+    t = funnel_tables(audit.summary("operator"))
     cols = ["Step", "Clinician", "Eligible", "% compliant", "All clinicians %",
-            "99.8 % limits", "Position"]
-    if not parts:
+            "99.8 % limits", "p", "q"]
+    if t.empty:
         return pd.DataFrame(columns=cols)
-    t = pd.concat(parts, ignore_index=True).sort_values("percent", kind="stable")
+    low = t["percent"] < t["p0"]
+    side = {"below": low, "above": ~low, "both": low | ~low}[which]
+    t = t[t["beyond_chance"] & side].sort_values("percent", kind="stable")
     return pd.DataFrame({
-        "Step": t["step"], "Clinician": t["operator"], "Eligible": t["eligible"],
-        "% compliant": t["percent"].round(1), "All clinicians %": t["p0"].round(1),
+        "Step": t["criterion"].map(titles), "Clinician": t["operator"],
+        "Eligible": t["eligible"], "% compliant": t["percent"].round(1),
+        "All clinicians %": t["p0"].round(1),
         "99.8 % limits": [f"{lo:.1f}–{hi:.1f}" for lo, hi in zip(t["low998"], t["high998"])],
-        "Position": t["position"],
-    }).reset_index(drop=True)
+        "p": [_p_text(p) for p in t["p_value"]], "q": [_p_text(q) for q in t["q_value"]],
+    }, columns=cols).reset_index(drop=True)
+
+
+def _p_text(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def compliance_table(summary: pd.DataFrame) -> pd.DataFrame:
     """A compliance summary for reading: least-followed step first, rounded, status in words."""
     s = summary.sort_values("percent", kind="stable", na_position="last")
+    low, high = ((s["ci_low_clustered"], s["ci_high_clustered"]) if "ci_low_clustered" in s
+                 else (s["ci_low"], s["ci_high"]))
     ci = [("–" if not np.isfinite(lo) else f"{lo:.1f}–{hi:.1f}")
-          for lo, hi in zip(s["ci_low"], s["ci_high"])]
+          for lo, hi in zip(low, high, strict=True)]
     return pd.DataFrame({
         "Step": s["title"].to_numpy(),
         "Eligible": s["eligible"].to_numpy(),
@@ -240,7 +253,7 @@ def compliance_table(summary: pd.DataFrame) -> pd.DataFrame:
         "Deviations": s["deviations"].to_numpy(),
         "Not documented": s["missing"].to_numpy(),
         "% compliant": s["percent"].round(1).to_numpy(),
-        "95 % interval": ci,
+        "95 % interval (patients as clusters)": ci,
         "Target %": s["target"].to_numpy(),
         "Status": [STATUS_TEXT.get(x, x) for x in s["status"]],
     })

@@ -49,14 +49,33 @@ class Audit:
 
     def __getstate__(self) -> dict[str, Any]:
         """What is pickled: the audit without its counts (counted again when asked)."""
-        return {k: v for k, v in self.__dict__.items() if k != "_cube"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_cube", "patients")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
+    @cached_property
+    def patients(self) -> np.ndarray:
+        """Each verdict's patient as a code (-1 missing): the clusters of the summaries."""
+        codes, _ = pd.factorize(pd.concat([self.sessions["patient_id"],
+                                           self.courses["patient_id"]],
+                                          ignore_index=True).astype("string"))
+        unit = self.verdicts["unit"].to_numpy().astype(np.int64)
+        is_course = (self.verdicts["level"] == "course").to_numpy()
+        return codes[np.where(is_course, len(self.sessions) + unit, unit)]
+
     def summary(self, by: str | list[str] | None = None) -> pd.DataFrame:
-        """Compliance per criterion (and per group): counts, percent, Wilson 95 % CI, status."""
-        return summarise(self.verdicts, self.protocol, by=by, cube=self._cube)
+        """Compliance per criterion (and per group): counts, percent, Wilson 95 % CI, the
+        design effect of patients as clusters and the clustered interval, status."""
+        return summarise(self.verdicts, self.protocol, by=by, cube=self._cube,
+                         patients=self.patients)
+
+    def summary_of(self, verdicts: pd.DataFrame, by: str | list[str] | None = None
+                   ) -> pd.DataFrame:
+        """The summary of some of this audit's verdict rows (a period, say), clustered
+        by patient as `summary` is."""
+        return summarise(verdicts, self.protocol, by=by,
+                         patients=self.patients[verdicts.index.to_numpy()])
 
     def nothing_audited(self) -> str | None:
         """One sentence when no session was for the protocol's indication, else None."""
@@ -96,6 +115,7 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
     """Group sessions into courses and give every criterion its verdicts."""
     in_scope = _in_scope(sessions["indication"], protocol.indication)
     excluded = sessions.iloc[:0] if in_scope.all() else sessions[~in_scope]
+    given = as_of
     if as_of is None and len(sessions):
         as_of = sessions["session_date"].max()
     # sessions stay in the export's order: sorting every column into course order would
@@ -105,7 +125,10 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
         protocol.new_course_after_days, as_of, keep_order=True)
     courses = course_table_of(s, starts, order)
 
-    tables = Tables(s, courses, outcomes, None if as_of is None else pd.Timestamp(as_of))
+    as_of = None if as_of is None else pd.Timestamp(as_of)
+    # a date given is where the data end; else the latest session or assessment
+    data_end = pd.Timestamp(given) if given is not None else _data_end(as_of, outcomes)
+    tables = Tables(s, courses, outcomes, as_of, data_end=data_end)
 
     def judge(c: Criterion) -> tuple[Criterion, str, Evaluation]:
         return c, c.unit, evaluate(c.kind, c.params, c.level, c.applies_when, tables)
@@ -120,11 +143,20 @@ def run_audit(sessions: pd.DataFrame, protocol: Protocol, outcomes: pd.DataFrame
     v = _verdict_table(protocol, evaluations, {"session": (s, s["session_date"]),
                                                "course": (courses, courses["last_date"])})
     info = {"sessions_audited": len(s), "sessions_excluded": len(excluded),
+            "data_end": None if tables.data_end is None else tables.data_end.date().isoformat(),
             "courses": len(courses), "courses_completed": int(courses["completed"].sum()),
             "as_of": None if as_of is None else pd.Timestamp(as_of).date().isoformat()}
     last_rows = order[np.r_[starts[1:], len(s)] - 1] if len(s) else order
     return Audit(protocol, s, courses, v, excluded, has_outcomes=outcomes is not None,
                  last_rows=last_rows, info=info)
+
+
+def _data_end(as_of: pd.Timestamp | None, outcomes: pd.DataFrame | None) -> pd.Timestamp | None:
+    """The data's last date: the latest session or assessment."""
+    dates = [as_of] if as_of is not None else []
+    if outcomes is not None and len(outcomes) and outcomes["assessment_date"].notna().any():
+        dates.append(pd.Timestamp(outcomes["assessment_date"].max()))
+    return max(dates) if dates else None
 
 
 def _in_scope(indication: pd.Series, wanted: str) -> np.ndarray:

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from outcomes.parallel import map_threads
 from outcomes.protocol import VERDICTS, Protocol
-from outcomes.stats import newcombe_diff_ci, wilson_ci
+from outcomes.stats import bh_qvalues, newcombe_diff_ci, wilson_ci, wilson_ci_clustered
 
 if TYPE_CHECKING:
     from outcomes.audit.evaluate import Audit
@@ -46,11 +47,14 @@ def status_of(compliant: np.ndarray, eligible: np.ndarray, ci_low: np.ndarray,
 
 
 def summarise(verdicts: pd.DataFrame, protocol: Protocol,
-              by: str | list[str] | None = None, cube: VerdictCube | None = None
-              ) -> pd.DataFrame:
+              by: str | list[str] | None = None, cube: VerdictCube | None = None,
+              patients: np.ndarray | None = None) -> pd.DataFrame:
     """Per criterion (× group): eligible, compliant, deviations, missing, percent, CI, status.
 
-    `cube` (the audit's VerdictCube of these verdicts) saves counting them again.
+    With `patients` (each verdict's patient, as codes) the records of one patient are
+    clusters: `design_effect` and the Wilson interval at the effective size
+    (`ci_low_clustered`, `ci_high_clustered`), which the status then uses. `cube` (the
+    audit's VerdictCube of these verdicts) saves counting them again.
     """
     keys = ["criterion"] + ([by] if isinstance(by, str) else list(by or []))
     if cube is None or not cube.covers(keys):
@@ -84,10 +88,57 @@ def summarise(verdicts: pd.DataFrame, protocol: Protocol,
     out["ci_low"] = np.asarray(lo, dtype="float64") * 100
     out["ci_high"] = np.asarray(hi, dtype="float64") * 100
     out["target"] = out["criterion"].map(targets).astype("float64")
-    out["status"] = status_of(k, e, np.nan_to_num(out["ci_low"].to_numpy() / 100),
-                              np.nan_to_num(out["ci_high"].to_numpy() / 100),
+    low, high = out["ci_low"], out["ci_high"]
+    if patients is not None:
+        deff = clustered_deff(verdicts, keys, patients, out)
+        out["design_effect"] = deff
+        # one patient's records cannot show their clustering: counted as independent
+        lo_c, hi_c = wilson_ci_clustered(k, e, np.where(np.isnan(deff), 1.0, deff))
+        out["ci_low_clustered"] = low = np.asarray(lo_c, dtype="float64") * 100
+        out["ci_high_clustered"] = high = np.asarray(hi_c, dtype="float64") * 100
+    out["status"] = status_of(k, e, np.nan_to_num(np.asarray(low) / 100),
+                              np.nan_to_num(np.asarray(high) / 100),
                               out["target"].to_numpy(), out["missing"].to_numpy())
     return out.reset_index(drop=True)
+
+
+def clustered_deff(verdicts: pd.DataFrame, keys: list[str], patients: np.ndarray,
+                   out: pd.DataFrame) -> np.ndarray:
+    """Design effect of each row of `out` (its keys), patients as clusters.
+
+    `stats.design_effect` for every group at once, from per-patient sums:
+    Σ(x − p·n)² = Σx² − 2pΣxn + p²Σn², so one pass over the eligible verdicts serves
+    every group. NaN where a group has fewer than two patients; 1 where p is 0 or 1.
+    """
+    codes = verdicts["verdict"].cat.codes.to_numpy()
+    eligible = (codes >= 0) & (codes != VERDICTS.index("not applicable"))
+    frame = pd.DataFrame({**{k: verdicts[k].to_numpy()[eligible] for k in keys},
+                          "_patient": patients[eligible],
+                          "_x": codes[eligible] == VERDICTS.index("compliant")})
+    per = frame.groupby([*keys, "_patient"], observed=True, sort=False, dropna=True)["_x"] \
+        .agg(n="size", x="sum")
+    per = per.assign(xx=per["x"] ** 2, xn=per["x"] * per["n"], nn=per["n"] ** 2)
+    g = per.groupby(level=list(range(len(keys))), observed=True, sort=False).agg(
+        k=("n", "size"), N=("n", "sum"), X=("x", "sum"), xx=("xx", "sum"), xn=("xn", "sum"),
+        nn=("nn", "sum"))
+    k, n, x = (g[c].to_numpy(dtype="float64") for c in ("k", "N", "X"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = x / n
+        var = k / (k - 1) * (g["xx"] - 2 * p * g["xn"] + p ** 2 * g["nn"]).to_numpy() / n ** 2
+        deff = var / (p * (1 - p) / n)
+    deff = np.where(k < 2, np.nan, np.where((p <= 0) | (p >= 1), 1.0, deff))
+    found = pd.Series(deff, index=_key_index(g.index, len(keys)))
+    return found.reindex(_key_index(out[keys], len(keys))).to_numpy(dtype="float64")
+
+
+def _key_index(keys: Any, width: int) -> pd.Index:
+    """Group keys as text tuples, so keys of categoricals, periods and text match."""
+    if isinstance(keys, pd.DataFrame):
+        cols = [keys[c].astype(str).to_numpy() for c in keys.columns]
+    else:
+        cols = [keys.get_level_values(i).astype(str) for i in range(width)] if width > 1 \
+            else [keys.astype(str)]
+    return pd.MultiIndex.from_arrays(cols) if width > 1 else pd.Index(cols[0])
 
 
 class VerdictCube:
@@ -235,7 +286,10 @@ def indicator_table(audit: Audit) -> pd.DataFrame:
 def compare(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Re-audit: two compliance summaries side by side with the Newcombe 95 % CI of the change.
 
-    `change` says "improved" or "worse" only when the interval excludes zero.
+    `p_value` is the two-sided test of equal proportions (pooled score z, Pearson's
+    chi-square without continuity correction); `q_value` its Benjamini–Hochberg
+    adjustment over the criteria compared. `change` says "improved" or "worse" only when
+    q < 0.05 (beyond chance, allowing for the number of criteria).
     """
     a = before.set_index("criterion")
     b = after.set_index("criterion")
@@ -252,9 +306,28 @@ def compare(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
         "diff_ci_high": np.asarray(hi, dtype="float64") * 100,
         "target": b["target"].to_numpy(),
     })
-    out["change"] = np.select([out["diff_ci_low"] > 0, out["diff_ci_high"] < 0],
+    out["p_value"] = _two_proportion_p(b["compliant"].to_numpy(), b["eligible"].to_numpy(),
+                                       a["compliant"].to_numpy(), a["eligible"].to_numpy())
+    out["q_value"] = bh_qvalues(out["p_value"].to_numpy(dtype="float64"))
+    beyond = (out["q_value"] < 0.05).to_numpy()
+    out["change"] = np.select([beyond & (out["difference"] > 0),
+                               beyond & (out["difference"] < 0)],
                               ["improved", "worse"], "no clear change")
     out.loc[out["diff_ci_low"].isna(), "change"] = "no data"
     return out
+
+
+def _two_proportion_p(k1: np.ndarray, n1: np.ndarray, k2: np.ndarray,
+                      n2: np.ndarray) -> np.ndarray:
+    """Two-sided p of the pooled score test of p1 = p2 (NaN where a side has no records,
+    1 where both proportions are 0 or 1 alike)."""
+    k1, n1, k2, n2 = (np.asarray(x, dtype="float64") for x in (k1, n1, k2, n2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = (k1 + k2) / (n1 + n2)
+        se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+        z = (k1 / n1 - k2 / n2) / se
+        p = 2 * norm.sf(np.abs(z))
+    p = np.where(se == 0, 1.0, p)
+    return np.where((n1 > 0) & (n2 > 0), p, np.nan)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
-from scipy.stats import binom
+from scipy.stats import binom, norm
 
 from outcomes import stats
 from outcomes.charts.common import empty, heatmap, legend_above, note, spread
@@ -46,8 +47,9 @@ def compliance_summary(summary: pd.DataFrame, protocol: Protocol | None = None) 
         return fig
     y = np.arange(len(s))
     pct = s["percent"].to_numpy(dtype=float)
-    lo = s["ci_low"].to_numpy(dtype=float)
-    hi = s["ci_high"].to_numpy(dtype=float)
+    clustered = "ci_low_clustered" in s
+    lo = s["ci_low_clustered" if clustered else "ci_low"].to_numpy(dtype=float)
+    hi = s["ci_high_clustered" if clustered else "ci_high"].to_numpy(dtype=float)
     ax.hlines(y, lo, hi, color=PALETTE["black"], linewidth=1.5, zorder=2)
     for status, (colour, marker, label) in STATUS_STYLE.items():
         m = (s["status"] == status).to_numpy()
@@ -70,7 +72,10 @@ def compliance_summary(summary: pd.DataFrame, protocol: Protocol | None = None) 
         ax.text(1.01, yy, f"{p_:.0f} % (target {t:g} %)", transform=tr, va="center", fontsize=8)
     ax.set_xlabel("Compliant (% of eligible sessions or courses, with 95 % interval)")
     legend_above(ax, ncols=4)
-    note(fig, "Line: Wilson 95 % interval. Met: the whole interval is at or above the target; "
+    note(fig, "Line: Wilson 95 % interval" + (", widened for the sessions of one patient "
+                                              "being alike (patients as clusters)"
+                                              if clustered else "") +
+         ". Met: the whole interval is at or above the target; "
           "not met: below it; inconclusive: the interval spans the target. A 100 % target is "
           "met only with no miss. Not documented counts as not compliant.")
     return fig
@@ -253,51 +258,122 @@ POSITIONS = ("below the 99.8 % limit", "below the 95 % limit", "within the limit
              "above the 95 % limit", "above the 99.8 % limit")
 
 
-def funnel_table(by_operator: pd.DataFrame, criterion: str) -> pd.DataFrame:
-    """Per clinician: eligible, compliant, percent, funnel limits (percent) and position.
+def funnel_tables(by_operator: pd.DataFrame, targets: dict[str, float] | None = None,
+                  leave_out: bool = False, adjust: bool = True) -> pd.DataFrame:
+    """Every criterion's clinicians on its funnel, with q-values across all of them.
 
-    `by_operator` is `audit.summary("operator")`; p0 is the criterion's overall compliance.
+    Per criterion and clinician: eligible, compliant, percent, the centre `p0` (percent),
+    `tau2` (overdispersion, Spiegelhalter 2005, as FunnelPlotR; 0 when none or when
+    `adjust` is off), the 95 % and 99.8 % limits at the clinician's n (the limits drawn:
+    exact binomial, or on the arcsine scale with tau2 added), the `position` against them,
+    the two-sided `p_value` and the Benjamini–Hochberg `q_value` over every criterion ×
+    clinician compared; `beyond_chance` is q < 0.05. The centre is all clinicians' rate,
+    or the criterion's target with `targets` ({criterion: percent}); with `leave_out`
+    each clinician is judged against the others' rate, without their own records.
     """
-    d = by_operator[by_operator["criterion"].astype(str) == criterion]
+    parts = [_funnel_one(d, targets.get(str(cid)) if targets else None, leave_out, adjust)
+             .assign(criterion=str(cid))
+             for cid, d in by_operator.groupby(by_operator["criterion"].astype(str),
+                                               sort=False)]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=[*FUNNEL_COLUMNS, "q_value", "beyond_chance"])
+    t = pd.concat(parts, ignore_index=True)
+    t["q_value"] = stats.bh_qvalues(t["p_value"].to_numpy(dtype="float64"))
+    t["beyond_chance"] = t["q_value"] < 0.05
+    return t
+
+
+FUNNEL_COLUMNS = ["criterion", "operator", "eligible", "compliant", "percent", "p0", "tau2",
+                  "low95", "high95", "low998", "high998", "position", "p_value",
+                  "position_unadjusted"]
+
+
+def _funnel_one(d: pd.DataFrame, target: float | None, leave_out: bool,
+                adjust: bool) -> pd.DataFrame:
     d = d[d["eligible"] > 0]
     out = pd.DataFrame({"operator": d["operator"].astype(str).to_numpy(),
                         "eligible": d["eligible"].to_numpy(dtype="int64"),
                         "compliant": d["compliant"].to_numpy(dtype="int64")})
-    total = out["eligible"].sum()
-    p0 = out["compliant"].sum() / total if total else np.nan
-    out["percent"] = 100 * out["compliant"] / out["eligible"]
-    out["p0"] = 100 * p0
+    if out.empty:
+        return out
+    x = out["compliant"].to_numpy(dtype=float)
     n = out["eligible"].to_numpy(dtype=float)
+    centre = target / 100 if target is not None else x.sum() / n.sum()
+    tau2 = float(stats.overdispersion(x, n, p0=centre)["tau2"]) if adjust else 0.0
+    if leave_out and target is None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p0 = np.where(n.sum() > n, (x.sum() - x) / (n.sum() - n), np.nan)
+    else:
+        p0 = np.full(len(n), centre)
+    out["percent"] = 100 * x / n
+    out["p0"] = 100 * p0
+    out["tau2"] = tau2
     for level, tag in ((0.95, "95"), (0.998, "998")):
-        lo, hi = stats.funnel_limits(p0, n, level) if total else (np.full(len(n), np.nan),) * 2
-        out[f"low{tag}"] = 100 * np.asarray(lo, dtype=float)
-        out[f"high{tag}"] = 100 * np.asarray(hi, dtype=float)
+        lo, hi = _limits(p0, n, level, tau2)
+        out[f"low{tag}"] = 100 * lo
+        out[f"high{tag}"] = 100 * hi
+    # the position is read off the limits drawn; a full mark (or zero) cannot lie beyond
+    # the limit on its side, whatever the interpolated curve does next to 100 % (or 0)
     p = out["percent"]
-    # Beyond the drawn limit *and* an exact binomial tail below the level's: the interpolated
-    # limits sit a hair under 100 % when p0 is near 1, and 17 of 17 is no outlier there.
-    k = out["compliant"].to_numpy(dtype=float)
-    with np.errstate(invalid="ignore"):
-        p_low = binom.cdf(k, n, p0) if total else np.full(len(n), np.nan)  # P(X <= k)
-        p_high = binom.sf(k - 1, n, p0) if total else np.full(len(n), np.nan)  # P(X >= k)
+    above_ok, below_ok = x < n, x > 0
     out["position"] = np.select(
-        [(p < out["low998"]) & (p_low < 0.001), (p < out["low95"]) & (p_low < 0.025),
-         (p > out["high998"]) & (p_high < 0.001), (p > out["high95"]) & (p_high < 0.025)],
+        [(p < out["low998"]) & below_ok, (p < out["low95"]) & below_ok,
+         (p > out["high998"]) & above_ok, (p > out["high95"]) & above_ok],
         [POSITIONS[0], POSITIONS[1], POSITIONS[4], POSITIONS[3]], POSITIONS[2])
+    out["p_value"] = _two_sided_p(x, n, p0, tau2)
+    # what the plain binomial limits would say: one very different clinician among few
+    # widens the adjusted limits, so the reader sees both
+    lo, hi = _limits(p0, n, 0.998, 0.0)
+    out["position_unadjusted"] = np.select(
+        [(p < 100 * lo) & below_ok, (p > 100 * hi) & above_ok],
+        [POSITIONS[0], POSITIONS[4]], "within the 99.8 % limits")
     return out.sort_values("percent", kind="stable").reset_index(drop=True)
 
 
+def _limits(p0: np.ndarray, n: np.ndarray, level: float,
+            tau2: float) -> tuple[np.ndarray, np.ndarray]:
+    """funnel_limits at each (p0, n); NaN where p0 is unknown."""
+    lo, hi = np.full(len(n), np.nan), np.full(len(n), np.nan)
+    ok = np.isfinite(p0)
+    if ok.any():
+        a, b = stats.funnel_limits(p0[ok], n[ok], level, tau2=tau2)
+        lo[ok], hi[ok] = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return lo, hi
+
+
+def _two_sided_p(x: np.ndarray, n: np.ndarray, p0: np.ndarray, tau2: float) -> np.ndarray:
+    """Two-sided p of each clinician against the centre: exact binomial without
+    overdispersion, else the random-effects z on the arcsine scale (Spiegelhalter 2005)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if tau2 > 0:
+            z = ((np.arcsin(np.sqrt(x / n)) - np.arcsin(np.sqrt(p0)))
+                 / np.sqrt(1 / (4 * n) + tau2))
+            return 2 * norm.sf(np.abs(z))
+        p = 2 * np.minimum(binom.cdf(x, n, p0), binom.sf(x - 1, n, p0))
+    return np.minimum(p, 1.0)
+
+
+def funnel_table(by_operator: pd.DataFrame, criterion: str, **options: Any) -> pd.DataFrame:
+    """One criterion's rows of `funnel_tables` (q-values still across every criterion)."""
+    t = funnel_tables(by_operator, **options)
+    return t[t["criterion"] == criterion].reset_index(drop=True)
+
+
 def funnel_criteria(by_operator: pd.DataFrame, k: int = 3) -> list[str]:
-    """The k criteria on which clinicians differ most (most outside the 99.8 % limits)."""
-    rows = []
-    for cid in by_operator["criterion"].astype(str).unique():
-        t = funnel_table(by_operator, cid)
-        if t.empty:
-            continue
-        out998 = int(t["position"].isin([POSITIONS[0], POSITIONS[4]]).sum())
-        out95 = int(t["position"].isin([POSITIONS[1], POSITIONS[3]]).sum())
-        spread = float(t["percent"].max() - t["percent"].min())
-        rows.append((-out998, -out95, -spread, cid))
-    return [cid for *_, cid in sorted(rows)[:k]]
+    """The k criteria on which clinicians differ most: most outside the plain 99.8 %
+    limits, then most beyond chance (adjusted), then the widest spread."""
+    t = funnel_tables(by_operator)
+    if t.empty:
+        return []
+    g = t.groupby("criterion", sort=False)
+    rank = pd.DataFrame({
+        "beyond": g["beyond_chance"].sum(),
+        "plain": g["position_unadjusted"].agg(lambda p: int((p != "within the 99.8 % limits")
+                                                            .sum())),
+        "spread": g["percent"].max() - g["percent"].min()})
+    rank = rank.sort_values(["plain", "beyond", "spread"], ascending=False, kind="stable")
+    return list(rank.index[:k])
 
 
 def clinician_funnel(by_operator: pd.DataFrame, protocol: Protocol, criterion: str) -> Figure:
@@ -309,6 +385,7 @@ def clinician_funnel(by_operator: pd.DataFrame, protocol: Protocol, criterion: s
         empty(ax, "no eligible records")
         return fig
     p0 = float(t["p0"].iloc[0]) / 100
+    tau2 = float(t["tau2"].iloc[0])
     nmax = int(t["eligible"].max())
     if nmax <= 1500:
         nn = np.arange(1, math.ceil(nmax * 1.1) + 1, dtype=float)
@@ -316,12 +393,19 @@ def clinician_funnel(by_operator: pd.DataFrame, protocol: Protocol, criterion: s
         nn = np.unique(np.round(np.geomspace(1, nmax * 1.1, 400)))
     styles = {0.95: ("--", "95 % limits"), 0.998: ("-", "99.8 % limits")}
     for level, (ls, lab) in styles.items():
-        lo, hi = stats.funnel_limits(p0, nn, level)
+        lo, hi = stats.funnel_limits(p0, nn, level, tau2=tau2)
         tag = "95" if level == 0.95 else "998"
         ax.plot(nn, 100 * np.asarray(lo), color=MEANING["limit"], linestyle=ls, linewidth=1.2,
                 label=lab, gid=f"funnel-{tag}-low")
         ax.plot(nn, 100 * np.asarray(hi), color=MEANING["limit"], linestyle=ls, linewidth=1.2,
                 gid=f"funnel-{tag}-high")
+    if tau2 > 0:  # the plain binomial limits, for reference
+        lo, hi = stats.funnel_limits(p0, nn, 0.998)
+        ax.plot(nn, 100 * np.asarray(lo), color=MEANING["limit"], linestyle=":",
+                linewidth=1, label="99.8 % limits without the adjustment",
+                gid="funnel-998-plain-low")
+        ax.plot(nn, 100 * np.asarray(hi), color=MEANING["limit"], linestyle=":",
+                linewidth=1, gid="funnel-998-plain-high")
     ax.axhline(100 * p0, color=PALETTE["black"], linewidth=1,
                label=f"all clinicians {100 * p0:.1f} %")
     target_line(ax, c.target, axis="y", label=f"target {c.target:g} %")
@@ -342,7 +426,7 @@ def clinician_funnel(by_operator: pd.DataFrame, protocol: Protocol, criterion: s
             seen.add(lab)
     pts = t["percent"].to_numpy(dtype=float)
     nmin = float(t["eligible"].min())
-    low_edge = float(100 * stats.funnel_limits(p0, max(1.0, nmin * 0.5), 0.998)[0])
+    low_edge = float(100 * stats.funnel_limits(p0, max(1.0, nmin * 0.5), 0.998, tau2=tau2)[0])
     bottom = max(0.0, math.floor(min(pts.min(), low_edge, c.target) / 5) * 5 - 5)
     top = 101.5
     ax.set_ylim(bottom, top)
@@ -365,11 +449,19 @@ def clinician_funnel(by_operator: pd.DataFrame, protocol: Protocol, criterion: s
     ax.set_xlabel(f"Eligible {unit} per clinician (n)")
     ax.set_ylabel(f"Compliant (% of eligible {unit})")
     legend_above(ax, ncols=3)
-    below = t.loc[t["position"] == POSITIONS[0], "operator"].tolist()
-    note(fig, f"Protocol: “{c.sheet}”. Limits around the overall rate for a clinician with n "
-          "eligible records (exact binomial). A point outside the 99.8 % funnel is very unlikely "
-          "to be chance: " + (", ".join(below) + " below it." if below else
-                              "no clinician is below it."))
+    beyond = t[t["beyond_chance"]]
+    named = ", ".join(f"{r.operator} ({'below' if r.percent < r.p0 else 'above'})"
+                      for r in beyond.itertuples())
+    plain = t.loc[t["position_unadjusted"] == POSITIONS[0], "operator"].tolist()
+    method = (f"Limits widened for overdispersion (τ² = {tau2:.4f}: the clinicians differ more "
+              "than chance alone would make them; random-effects limits on the arcsine scale, "
+              "Spiegelhalter 2005; dotted: the limits without it"
+              + (f", below which {', '.join(plain)}" if plain else "") + ")" if tau2 > 0 else
+              "Limits around the overall rate for a clinician with n eligible records (exact "
+              "binomial; no overdispersion found)")
+    note(fig, f"Protocol: “{c.sheet}”. {method}. Beyond chance after allowing for every "
+         "clinician and step compared (Benjamini–Hochberg q < 0.05): "
+         + (named + "." if named else "no clinician."))
     return fig
 
 

@@ -33,14 +33,16 @@ SESSION_LEVELS = frozenset({"session", "first_session"})
 class Tables:
     """What a rule evaluates on: audited sessions (with course columns), courses, outcomes.
 
-    `as_of` is the data's last date: a course-level window that has not ended by then
-    cannot be judged yet.
+    `as_of` is the sessions' last date (courses are completed by it); `data_end` the
+    last date of any record, sessions or assessments: a course's assessment window that
+    has not ended by then cannot be judged yet.
     """
 
     sessions: pd.DataFrame
     courses: pd.DataFrame
     outcomes: pd.DataFrame | None
     as_of: pd.Timestamp | None
+    data_end: pd.Timestamp | None = None
 
 
 # --------------------------------------------------------------------------- parameters
@@ -431,7 +433,8 @@ class AssessmentWindow(Rule):
     summary = "an outcome assessment min..max days after the course's last session"
 
     def evaluate(self, p: dict[str, Any], t: Tables) -> Evaluation:
-        return assessment_window(t.courses, t.outcomes, p["min"], p["max"])
+        return assessment_window(t.courses, t.outcomes, p["min"], p["max"],
+                                 t.data_end if t.data_end is not None else t.as_of)
 
     def describe(self, p: dict[str, Any]) -> str:
         return (f"an outcome assessment {range_text(p['min'], p['max'], 'days')} after the "
