@@ -1,0 +1,73 @@
+"""The verdict counts of every summary: the one-pass VerdictCube against pandas' groupby."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from outcomes.audit import VERDICTS, VerdictCube
+
+
+def reference(verdicts: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The plain way: group, count each verdict, one row per group that has any."""
+    counts = (verdicts.groupby(keys, observed=True)["verdict"].value_counts()
+              .unstack("verdict", fill_value=0))
+    for v in VERDICTS:
+        if v not in counts.columns:
+            counts[v] = 0
+    return counts.reset_index()[[*keys, *VERDICTS]]
+
+
+@st.composite
+def verdict_tables(draw):
+    n = draw(st.integers(0, 60))
+    crit = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=n, max_size=n))
+    ops = draw(st.lists(st.one_of(st.none(), st.sampled_from(["X", "Y", "Z"])),
+                        min_size=n, max_size=n))
+    months = draw(st.lists(st.one_of(st.none(), st.integers(0, 30)), min_size=n, max_size=n))
+    verdict = draw(st.lists(st.sampled_from(VERDICTS), min_size=n, max_size=n))
+    return pd.DataFrame({
+        "criterion": pd.Categorical(crit, categories=["a", "b", "c"]),
+        "operator": pd.Categorical(ops, categories=["X", "Y", "Z"]),
+        "month": pd.PeriodIndex([None if m is None else pd.Period("2024-01", "M") + m
+                                 for m in months], freq="M"),
+        "verdict": pd.Categorical(verdict, categories=VERDICTS),
+    })
+
+
+@settings(max_examples=150, deadline=None)
+@given(verdict_tables(), st.sampled_from([["criterion"], ["criterion", "operator"],
+                                          ["criterion", "month"], ["operator", "criterion"],
+                                          ["criterion", "operator", "month"]]),
+       st.booleans())
+def test_cube_counts_are_what_groupby_counts(verdicts, keys, tiny):
+    """Also when the cube gives up (too many cells): then `counts` says None."""
+    cube = VerdictCube(verdicts, max_cells=8 if tiny else 20_000_000)
+    got = cube.counts(keys)
+    if got is None:
+        assert tiny
+        return
+    want = reference(verdicts, keys)
+    got = got[[*keys, *VERDICTS]].reset_index(drop=True)
+    assert len(got) == len(want)
+    for k in keys:
+        assert got[k].astype(str).tolist() == want[k].astype(str).tolist()
+    for v in VERDICTS:
+        assert got[v].to_numpy().tolist() == want[v].to_numpy().tolist()
+
+
+def test_cube_without_categorical_verdicts_counts_nothing():
+    v = pd.DataFrame({"criterion": ["a"], "verdict": ["compliant"]})
+    assert VerdictCube(v).counts(["criterion"]) is None
+
+
+def test_a_key_the_cube_cannot_code_is_left_to_pandas():
+    v = pd.DataFrame({"criterion": pd.Categorical(["a", "a"]),
+                      "clinic": np.array(["x", "y"], dtype=object),
+                      "verdict": pd.Categorical(["compliant", "deviation"],
+                                                categories=VERDICTS)})
+    cube = VerdictCube(v, ["criterion", "clinic"])
+    assert not cube.covers(["criterion", "clinic"])
+    assert cube.counts(["criterion"])["compliant"].tolist() == [1]
