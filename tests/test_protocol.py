@@ -209,3 +209,19 @@ def test_unknown_protocol_id_is_a_clear_error():
         load_protocol("nope")
     with pytest.raises(ProtocolError, match="does not exist"):
         load_protocol("missing.toml")
+
+
+def test_no_default_criterion_id_in_the_code():
+    """Charts, analysis and reports follow the protocol file, never the default's ids
+    (ids that are also canonical field names, such as passes, name the field)."""
+    import re
+
+    from outcomes import schema
+
+    src = Path(__file__).resolve().parents[1] / "src" / "outcomes"
+    fields = set(schema.fields("sessions"))
+    ids = [c.id for c in load_protocol().criteria if c.id not in fields]
+    pattern = re.compile(r"[\"'](" + "|".join(map(re.escape, ids)) + r")[\"']")
+    found = [f"{p.relative_to(src)}: {m.group(0)}" for p in sorted(src.rglob("*.py"))
+             for m in pattern.finditer(p.read_text(encoding="utf-8"))]
+    assert found == []

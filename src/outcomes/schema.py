@@ -9,7 +9,9 @@ and writes its data dictionary from it, and the docs print it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib import resources
 
 import pandas as pd
 
@@ -67,86 +69,59 @@ CONTRAINDICATIONS = ("ci_isotretinoin", "ci_keloid", "ci_post_surgical_skin_chan
                      "ci_systemic_steroids")
 
 _PATIENT_FIELDS: list[Field] = [
-    Field("patient_name", "string", "patient's name", role="identifying",
-          aliases=("name", "patient", "full_name", "patientenname")),
-    Field("date_of_birth", "date", "patient's date of birth", role="birth_date",
-          aliases=("dob", "birth_date", "birthdate", "geburtsdatum")),
-    Field("sex", "string", "patient's sex", role="demographic", aliases=("gender",)),
+    Field("patient_name", "string", "patient's name", role="identifying"),
+    Field("date_of_birth", "date", "patient's date of birth", role="birth_date"),
+    Field("sex", "string", "patient's sex", role="demographic"),
     Field("fitzpatrick_type", "string", "Fitzpatrick skin type (I–VI)", role="demographic",
-          allowed=("I", "II", "III", "IV", "V", "VI"),
-          aliases=("fitzpatrick", "skin_type", "skin_phototype")),
-    Field("phone", "string", "patient's phone number", role="identifying",
-          aliases=("telephone", "phone_number", "mobile", "tel")),
-    Field("email", "string", "patient's e-mail address", role="identifying",
-          aliases=("e_mail", "email_address", "mail")),
+          allowed=("I", "II", "III", "IV", "V", "VI")),
+    Field("phone", "string", "patient's phone number", role="identifying"),
+    Field("email", "string", "patient's e-mail address", role="identifying"),
 ]
 
 SESSIONS: list[Field] = [
     Field("session_id", "string", "unique session id; derived as patient_id:session_date:n "
-          "when the export has none", role="key", aliases=("session", "treatment_id", "visit_id")),
-    Field("patient_id", "string", "clinic's patient identifier", role="patient_id", required=True,
-          aliases=("patient_no", "patient_number", "patientid", "pid", "mrn", "patient_nr")),
-    Field("session_date", "date", "date of the treatment session", role="date", required=True,
-          aliases=("date", "treatment_date", "visit_date", "datum")),
-    Field("clinic", "string", "site where the session took place", role="site",
-          aliases=("site", "location", "standort")),
-    Field("operator", "string", "treating clinician", role="staff",
-          aliases=("clinician", "practitioner", "provider", "physician", "doctor", "treated_by",
-                   "behandler")),
-    Field("indication", "string", "what is treated, e.g. hair_regrowth",
-          aliases=("diagnosis", "treatment", "indikation")),
-    Field("area", "string", "treated area", aliases=("body_area", "region", "zone", "areal")),
+          "when the export has none", role="key"),
+    Field("patient_id", "string", "clinic's patient identifier", role="patient_id", required=True),
+    Field("session_date", "date", "date of the treatment session", role="date", required=True),
+    Field("clinic", "string", "site where the session took place", role="site"),
+    Field("operator", "string", "treating clinician", role="staff"),
+    Field("indication", "string", "what is treated, e.g. hair_regrowth"),
+    Field("area", "string", "treated area"),
     Field("energy_start_mj", "float", "energy of the first (test) setting per pulse", unit="mJ",
-          low=1, high=100, aliases=("energy_start", "start_energy", "start_energy_mj",
-                                     "startenergie")),
+          low=1, high=100),
     Field("energy_final_mj", "float", "highest energy used in the session", unit="mJ",
-          low=1, high=100, aliases=("energy_final", "final_energy", "final_energy_mj",
-                                     "max_energy", "endenergie")),
-    Field("coverage_pct", "float", "percent of skin surface covered", unit="%", low=1, high=30,
-          aliases=("coverage", "density_pct", "abdeckung")),
-    Field("passes", "int", "number of passes", unit="passes", low=1, high=6,
-          aliases=("n_passes", "pass_count", "durchgaenge")),
-    Field("pass_wait_min", "float", "minutes waited between passes", unit="min", low=0, high=60,
-          aliases=("pass_wait", "wait_between_passes")),
-    Field("test_spot", "bool", "test spot done", aliases=("testspot", "test_spot_done")),
+          low=1, high=100),
+    Field("coverage_pct", "float", "percent of skin surface covered", unit="%", low=1, high=30),
+    Field("passes", "int", "number of passes", unit="passes", low=1, high=6),
+    Field("pass_wait_min", "float", "minutes waited between passes", unit="min", low=0, high=60),
+    Field("test_spot", "bool", "test spot done"),
     Field("test_spot_wait_min", "float", "minutes waited after the test spot", unit="min",
-          low=0, high=60, aliases=("test_spot_wait",)),
-    Field("edema", "bool", "edema observed as endpoint", aliases=("oedema", "oedem")),
-    Field("erythema", "bool", "erythema observed as endpoint", aliases=("erythem",)),
+          low=0, high=60),
+    Field("edema", "bool", "edema observed as endpoint"),
+    Field("erythema", "bool", "erythema observed as endpoint"),
     Field("endpoint_onset_min", "float", "minutes until the endpoint appeared", unit="min",
-          low=0, high=60, aliases=("endpoint_onset", "onset_min")),
+          low=0, high=60),
     Field("pain_nrs", "int", "patient's pain rating during treatment (numeric rating scale)",
-          unit="NRS 0–10", low=0, high=10, aliases=("pain", "nrs", "pain_score")),
-    Field("cooling_during", "bool", "cooling used during treatment",
-          aliases=("cooling", "on_time_cooling")),
+          unit="NRS 0–10", low=0, high=10),
+    Field("cooling_during", "bool", "cooling used during treatment"),
     Field("post_cooling_min", "float", "minutes of cooling after treatment", unit="min",
-          low=0, high=60, aliases=("post_cooling", "cooling_after_min")),
+          low=0, high=60),
     *_bools(list(PRE_CHECKLIST), "pre-treatment checklist: {n}"),
-    Field("sun_advice_given", "bool", "post-treatment advice given (no sun 4 weeks, SPF 50)",
-          aliases=("sun_advice",)),
+    Field("sun_advice_given", "bool", "post-treatment advice given (no sun 4 weeks, SPF 50)"),
     *_bools(list(CONTRAINDICATIONS), "contraindication present at screening: {n}"),
-    Field("adverse_event", "string", "'none' or a short code/description of an adverse event",
-          aliases=("adverse_events", "side_effect", "complication", "ae")),
-    Field("notes", "string", "free text (may hold identifying details)", role="free_text",
-          aliases=("note", "comment", "comments", "remarks")),
+    Field("adverse_event", "string", "'none' or a short code/description of an adverse event"),
+    Field("notes", "string", "free text (may hold identifying details)", role="free_text"),
     *_PATIENT_FIELDS,
 ]
 
 OUTCOMES: list[Field] = [
-    Field("patient_id", "string", "clinic's patient identifier", role="patient_id", required=True,
-          aliases=SESSIONS[1].aliases),
-    Field("assessment_date", "date", "date of the assessment", role="date", required=True,
-          aliases=("date", "visit_date", "followup_date", "datum")),
-    Field("instrument", "string", "instrument registry id", required=True,
-          aliases=("measure", "scale", "questionnaire")),
-    Field("score", "float", "score on the instrument's scale", required=True,
-          aliases=("value", "result")),
-    Field("rater", "string", "who rated: patient or clinician", allowed=("patient", "clinician"),
-          aliases=("rated_by",)),
-    Field("recurrence", "bool", "recurrence noted at this assessment",
-          aliases=("relapse", "recurred")),
-    Field("notes", "string", "free text (may hold identifying details)", role="free_text",
-          aliases=("note", "comment", "comments", "remarks")),
+    Field("patient_id", "string", "clinic's patient identifier", role="patient_id", required=True),
+    Field("assessment_date", "date", "date of the assessment", role="date", required=True),
+    Field("instrument", "string", "instrument registry id", required=True),
+    Field("score", "float", "score on the instrument's scale", required=True),
+    Field("rater", "string", "who rated: patient or clinician", allowed=("patient", "clinician")),
+    Field("recurrence", "bool", "recurrence noted at this assessment"),
+    Field("notes", "string", "free text (may hold identifying details)", role="free_text"),
 ]
 
 
@@ -181,6 +156,19 @@ INSTRUMENTS: dict[str, Instrument] = {
     ]
 }
 
+def _with_aliases(table: str, fields: list[Field]) -> list[Field]:
+    """The fields with the header aliases `header_aliases.toml` lists for them (data a
+    clinic may extend, kept apart from the field definitions)."""
+    aliases = tomllib.loads((resources.files("outcomes") / "header_aliases.toml")
+                            .read_text(encoding="utf-8")).get(table, {})
+    unknown = set(aliases) - {f.name for f in fields}
+    if unknown:
+        raise ValueError(f"header_aliases.toml names unknown {table} field {min(unknown)!r}")
+    return [replace(f, aliases=tuple(aliases.get(f.name, ()))) for f in fields]
+
+
+SESSIONS = _with_aliases("sessions", SESSIONS)
+OUTCOMES = _with_aliases("outcomes", OUTCOMES)
 TABLES: dict[str, list[Field]] = {"sessions": SESSIONS, "outcomes": OUTCOMES}
 
 #: Short labels people read in charts, tables and reasons (field names are for files).

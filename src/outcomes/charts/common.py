@@ -43,7 +43,7 @@ def unit_of(name: str) -> str:
 def axis_label(name: str) -> str:
     """Axis label with the unit: 'Starting energy (mJ)'."""
     unit = unit_of(name)
-    if name == "passes":
+    if whole(name) and unit.isalpha():  # a count named by its unit: 'Passes (number)'
         unit = "number"
     label = schema.label(name)
     return f"{label} ({unit})" if unit else label

@@ -406,8 +406,8 @@ CHARTS: dict[str, Callable[[Any, Criterion], list[Figure]]] = {
     "pair": pair_figures,
     "items": items_figures,
     "conditions": conditions_figures,
-    "interval": interval_figures,
-    "course_length": course_length_figures,
+    "intervals": interval_figures,
+    "course_sizes": course_length_figures,
     "assessment": assessment_figures,
 }
 

@@ -379,7 +379,7 @@ class IntervalDays(Rule):
     name = "interval_days"
     params = (Param("min", "days"), Param("max", "days"))
     levels = frozenset({"session"})
-    chart = "interval"
+    chart = "intervals"
     topic = "Schedule"
     summary = "days since the previous session of the course within min..max"
 
@@ -404,7 +404,7 @@ class SessionsPerCourse(Rule):
     name = "sessions_per_course"
     params = (Param("min", "count"), Param("max", "count"))
     levels = frozenset({"course"})
-    chart = "course_length"
+    chart = "course_sizes"
     topic = "Schedule"
     unit = "course"
     summary = "completed courses have min..max sessions (level = \"course\")"
