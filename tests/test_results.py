@@ -465,7 +465,7 @@ def test_table_one(sample):
     groups = R.compliance_groups(audit)
     t = R.table_one(audit, groups, w)
     assert list(t.columns) == ["characteristic", "level", R.FOLLOWED, R.NOT_FOLLOWED, "p",
-                               "SMD", "missing"]
+                               "SMD", "imbalanced", "missing"]
     with_final = set(w.loc[w["is_final"], "course_id"])
     g = groups[groups["course_id"].isin(with_final)]
     assert t.iloc[0][R.FOLLOWED] == str((g["group"] == R.FOLLOWED).sum())

@@ -12,7 +12,10 @@ Flow (every step takes and returns DataFrames, vectorised over rows)::
     paired, change = change_from_baseline(windows)   # hair density: final − baseline
     groups = compliance_groups(audit)                # followed the key criteria or not
     values = course_outcomes(windows, paired)        # one value per course × measure
-    comparison = compare_groups(values, groups)      # Mann–Whitney / Welch with effect sizes
+    covariates = course_covariates(audit, windows)   # baseline density, age band, skin, clinician
+    comparison = compare_groups(values, groups, covariates=covariates)
+                                                     # Mann–Whitney / Welch with effect sizes,
+                                                     # and OLS adjusted, clustered by patient
     table1 = table_one(audit, groups, windows)       # baseline characteristics by group
     rho, energy = spearman_energy(values, audit)     # energy against outcome
     km, rec = recurrence(audit, windows)             # Kaplan–Meier time to recurrence
@@ -40,20 +43,28 @@ from outcomes import schema
 from outcomes.stats import kaplan_meier, km_median, newcombe_diff_ci, wilson_ci
 
 __all__ = [
+    "AGE_BANDS",
+    "COVARIATES",
     "FOLLOWED",
     "NOT_FOLLOWED",
+    "SMD_IMBALANCED",
     "WINDOWS",
+    "adjusted_difference",
     "adverse_events",
+    "age_band",
     "at_risk_at",
     "attach_windows",
     "change_from_baseline",
     "compare_groups",
     "compliance_groups",
+    "course_covariates",
     "course_outcomes",
     "energy_bands",
     "final_summary",
+    "format_comparison",
     "format_p",
     "format_table_one",
+    "imbalance_sentence",
     "logrank_test",
     "mann_whitney",
     "median_ci",
@@ -82,6 +93,8 @@ NOT_FOLLOWED = "did not"
 GROUPS = (FOLLOWED, NOT_FOLLOWED)
 FINAL_SCORE = "final score"
 CHANGE = "change from baseline"
+#: A standardised mean difference above this reads as imbalance between groups.
+SMD_IMBALANCED = 0.1
 #: Adverse-event field values that mean "no adverse event" (case-insensitive).
 NO_EVENT = ("none", "no", "nein", "keine", "yok", "0", "-")
 
@@ -796,8 +809,8 @@ def _is_continuous(instrument: str) -> bool:
     return ins is not None and ins.high is None
 
 
-def compare_groups(values: pd.DataFrame, groups: pd.DataFrame,
-                   level: float = 0.95) -> pd.DataFrame:
+def compare_groups(values: pd.DataFrame, groups: pd.DataFrame, level: float = 0.95,
+                   covariates: pd.DataFrame | None = None) -> pd.DataFrame:
     """Outcomes of courses that followed the protocol against those that did not.
 
     Per measure × instrument × rater: n, median [IQR] and mean (SD) per group; for
@@ -807,6 +820,15 @@ def compare_groups(values: pd.DataFrame, groups: pd.DataFrame,
     did not) and its interval. ``favours`` reads the interval with the registry's
     direction of better. Shares improved per group (registry thresholds) with the
     Newcombe interval of their difference where the instrument defines "improved".
+
+    With `covariates` (course_covariates), each row also carries the difference
+    adjusted for baseline hair density, age band, Fitzpatrick type and clinician, with
+    cluster-robust (patient) standard errors (adjusted_difference): ``mean_diff`` (the
+    unadjusted difference of means, same units), ``adjusted_diff`` (followed − did
+    not, in the measure's units), ``adjusted_ci_low``/``_high``, ``adjusted_p``,
+    ``adjusted_n`` (courses used), ``adjusted_clusters`` (patients),
+    ``adjusted_favours``, ``covariates_used``, ``covariates_left_out`` (with why) and
+    ``adjusted_note``.
     """
     d = values.merge(groups[["course_id", "group"]], on="course_id", how="inner")
     d = d[d["group"].notna()]
@@ -852,8 +874,12 @@ def compare_groups(values: pd.DataFrame, groups: pd.DataFrame,
             row.update(improved_followed=ka / a.size if a.size else math.nan,
                        improved_not=kb / b.size if b.size else math.nan,
                        improved_diff_ci_low=dlo, improved_diff_ci_high=dhi)
+        if covariates is not None:
+            row["mean_diff"] = row["mean_followed"] - row["mean_not"]
+            row.update(_adjusted_row(sub, covariates, sign > 0, level))
         rows.append(row)
-    return pd.DataFrame(rows, columns=_COMPARE_COLUMNS)
+    return pd.DataFrame(rows, columns=_COMPARE_COLUMNS
+                        + (_ADJUSTED_COLUMNS if covariates is not None else []))
 
 
 _COMPARE_COLUMNS = [
@@ -864,6 +890,242 @@ _COMPARE_COLUMNS = [
     "effect_ci_high", "smd", "favours", "improved_followed", "improved_not",
     "improved_diff_ci_low", "improved_diff_ci_high"]
 
+
+# ---------------------------------------------------------------------------------------------
+# adjusted comparison: OLS with cluster-robust (patient) standard errors
+
+#: Covariates of the adjusted comparison, in order: column of course_covariates → label.
+COVARIATES = {"baseline_hair_density": "baseline hair density", "age_band": "age band",
+              "fitzpatrick_type": "Fitzpatrick type", "operator": "clinician"}
+#: Lower edges (years) of the age bands after the first: under 30, 30–39, …, 60 and over.
+AGE_BANDS = (30, 40, 50, 60)
+
+_ADJUSTED_COLUMNS = ["mean_diff", "adjusted_diff", "adjusted_ci_low", "adjusted_ci_high",
+                     "adjusted_p", "adjusted_n", "adjusted_clusters", "adjusted_favours",
+                     "covariates_used", "covariates_left_out", "adjusted_note"]
+
+
+def age_band(age: Any, edges: Sequence[float] = AGE_BANDS) -> pd.Series:
+    """Age in years → band label ("under 30", "30–39", …, "60 and over"); missing stays NA."""
+    a = np.asarray(pd.to_numeric(pd.Series(age), errors="coerce"), dtype="float64")
+    ed = [float(e) for e in edges]
+    labels = ([f"under {ed[0]:g}"] + [f"{lo:g}–{hi - 1:g}" for lo, hi in itertools.pairwise(ed)]
+              + [f"{ed[-1]:g} and over"])
+    code = np.searchsorted(ed, np.nan_to_num(a), side="right")
+    code = np.where(np.isnan(a), -1, code)
+    return pd.Series(pd.Categorical.from_codes(code, labels), name="age_band")
+
+
+def course_covariates(audit: Any, windows: pd.DataFrame | None = None,
+                      instrument: str = "hair_density") -> pd.DataFrame:
+    """One row per course with the covariates of the adjusted comparison.
+
+    Columns: course_id, patient_id (the cluster), baseline_hair_density (the course's
+    baseline value of `instrument`, ``is_baseline``; missing without `windows`),
+    age_band (age at the first session from date_of_birth, see age_band),
+    fitzpatrick_type (first session) and operator (the course's clinician). A column
+    the data do not carry is all missing: adjusted_difference then leaves it out.
+    """
+    c = audit.courses
+    ids = c["course_id"].astype("string")
+    first = _first_session(audit).reindex(ids)
+    out = pd.DataFrame({"course_id": ids.to_numpy(dtype=object),
+                        "patient_id": c["patient_id"].astype("string").to_numpy(dtype=object)})
+    base = np.full(len(c), np.nan)
+    if windows is not None:
+        hd = windows[windows["is_baseline"].to_numpy(dtype=bool)
+                     & (windows["instrument"].astype("string") == instrument).to_numpy(
+                         dtype=bool, na_value=False)]
+        hd = hd.drop_duplicates("course_id").set_index("course_id")["score"]
+        base = hd.reindex(ids).to_numpy(dtype="float64", na_value=np.nan)
+    out["baseline_hair_density"] = base
+    if "date_of_birth" in first:
+        age = (first["session_date"] - first["date_of_birth"]).dt.days / 365.25
+        out["age_band"] = age_band(age.to_numpy(dtype="float64", na_value=np.nan)).to_numpy()
+    else:
+        out["age_band"] = None
+    fitz = (first["fitzpatrick_type"] if "fitzpatrick_type" in first
+            else pd.Series(None, index=first.index))
+    out["fitzpatrick_type"] = fitz.astype("string").to_numpy(dtype=object, na_value=None)
+    out["operator"] = c["operator"].astype("string").to_numpy(dtype=object, na_value=None)
+    return out
+
+
+def adjusted_difference(data: pd.DataFrame, covariates: Sequence[str] = tuple(COVARIATES),
+                        outcome: str = "value", group: str = "followed",
+                        cluster: str = "patient_id", level: float = 0.95) -> dict[str, Any]:
+    """Difference in `outcome` (group 1 − group 0) adjusted for `covariates` by OLS, with
+    cluster-robust standard errors by `cluster` (courses of one patient are not independent).
+
+    Model: outcome ~ group + covariates (a numeric covariate enters linearly, any other
+    as indicator columns with its first level, in sorted order, as reference); fitted
+    with statsmodels ``OLS(...).fit(cov_type="cluster", cov_kwds={"groups": patient},
+    use_t=True)``: the CR1 sandwich with the small-sample factor
+    G/(G − 1)·(N − 1)/(N − K) and t with G − 1 degrees of freedom (G patients), as
+    Stata's ``regress, vce(cluster)``. Rows with a missing outcome, group or cluster
+    are left out. A covariate that is not in `data`, is missing on every row, or takes
+    one value only is left out (and named, with why, in ``covariates_left_out``); the
+    others are used on the courses where all of them are recorded (complete cases;
+    ``n`` says how many). When the covariates determine the group (the group
+    coefficient is not estimable) the result is nan with a note.
+
+    Returns diff, ci_low, ci_high, p, n, clusters, used (column names), left_out
+    (column → reason), note.
+    """
+    out: dict[str, Any] = {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                           "p": math.nan, "n": 0, "clusters": 0, "used": [],
+                           "left_out": {}, "note": ""}
+    y_all = pd.to_numeric(data[outcome], errors="coerce").astype("float64")
+    g_all = pd.to_numeric(pd.Series(data[group]).astype("Float64"), errors="coerce")
+    keep = (y_all.notna() & g_all.notna() & data[cluster].notna()).to_numpy(dtype=bool)
+    for name in covariates:
+        if name not in data:
+            out["left_out"][name] = "not in the data"
+    used = []
+    for c in covariates:
+        if c not in data:
+            continue
+        x = data.loc[keep, c]
+        if x.notna().sum() == 0:
+            out["left_out"][c] = "not recorded"
+        elif x.nunique(dropna=True) <= 1:
+            out["left_out"][c] = "one value only"
+        else:
+            used.append(c)
+    while True:  # on the complete cases a covariate may take one value only: leave it out
+        rows = keep.copy()
+        for c in used:
+            rows &= data[c].notna().to_numpy(dtype=bool)
+        constant = [c for c in used if data.loc[rows, c].nunique(dropna=True) <= 1]
+        if not constant:
+            break
+        for c in constant:
+            out["left_out"][c] = "one value only"
+            used.remove(c)
+    out["used"] = used
+    n = int(rows.sum())
+    out["n"] = n
+    d = data.loc[rows]
+    groups_codes = pd.factorize(d[cluster].astype("string"))[0]
+    out["clusters"] = int(np.unique(groups_codes).size)
+    g = g_all[rows].to_numpy(dtype="float64")
+    if n == 0 or np.unique(g).size < 2:
+        out["note"] = "both groups are needed"
+        return out
+    parts = [pd.Series(1.0, index=d.index, name="const"),
+             pd.Series(g, index=d.index, name=group)]
+    for c in used:
+        x = d[c]
+        if pd.api.types.is_numeric_dtype(x) and not isinstance(x.dtype, pd.CategoricalDtype):
+            parts.append(x.astype("float64").rename(c))
+        else:
+            s = x.astype("string")
+            levels = sorted(s.unique())
+            for lv in levels[1:]:
+                parts.append((s == lv).astype("float64").rename(f"{c}[{lv}]"))
+    X = pd.concat(parts, axis=1).to_numpy(dtype="float64")
+    y = y_all[rows].to_numpy(dtype="float64")
+    rank = np.linalg.matrix_rank(X)
+    if rank != np.linalg.matrix_rank(np.delete(X, 1, axis=1)) + 1:
+        out["note"] = "the covariates determine the group"
+        return out
+    if out["clusters"] < 2 or n <= rank:
+        out["note"] = "too few courses or patients for the model"
+        return out
+    import statsmodels.api as sm  # imported here: only the adjusted comparison needs it
+
+    fit = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": groups_codes},
+                           use_t=True)
+    lo, hi = fit.conf_int(alpha=1 - level)[1]
+    out.update(diff=float(fit.params[1]), ci_low=float(lo), ci_high=float(hi),
+               p=float(fit.pvalues[1]))
+    return out
+
+
+def _adjusted_row(sub: pd.DataFrame, covariates: pd.DataFrame, higher_is_better: bool,
+                  level: float) -> dict[str, Any]:
+    d = sub.merge(covariates, on="course_id", how="left")
+    d["followed"] = (d["group"] == FOLLOWED).astype("float64")
+    names = [c for c in COVARIATES if c in covariates]
+    res = adjusted_difference(d, names, level=level)
+    for c in COVARIATES:  # a covariate the table does not have at all
+        if c not in covariates:
+            res["left_out"][c] = "not in the data"
+    sign = 1 if higher_is_better else -1
+    lo, hi = sorted((res["ci_low"] * sign, res["ci_high"] * sign))
+    fav = ((FOLLOWED if lo > 0 else NOT_FOLLOWED if hi < 0 else "no clear difference")
+           if np.isfinite(lo) else "no data")
+    order = [c for c in COVARIATES if c in res["left_out"]]
+    order += [c for c in res["left_out"] if c not in order]
+    left = "; ".join(f"{COVARIATES.get(c, c)} ({res['left_out'][c]})" for c in order)
+    return {"adjusted_diff": res["diff"], "adjusted_ci_low": res["ci_low"],
+            "adjusted_ci_high": res["ci_high"], "adjusted_p": res["p"],
+            "adjusted_n": res["n"], "adjusted_clusters": res["clusters"],
+            "adjusted_favours": fav,
+            "covariates_used": ", ".join(COVARIATES.get(c, c) for c in res["used"])
+            or "none",
+            "covariates_left_out": left, "adjusted_note": res["note"]}
+
+
+def _fmt(x: Any, digits: int = 2, signed: bool = False) -> str:
+    """A number as printed, "–" where there is none (never "nan" or "None")."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "–"
+    if not np.isfinite(v):
+        return "–"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def _fmt_ci(est: Any, lo: Any, hi: Any, digits: int = 2, signed: bool = False) -> str:
+    e = _fmt(est, digits, signed)
+    if e == "–" or _fmt(lo) == "–":
+        return e
+    return f"{e} ({_fmt(lo, digits, signed)} to {_fmt(hi, digits, signed)})"
+
+
+def format_comparison(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """The comparison table as printed, unadjusted and adjusted side by side, as text.
+
+    One row per measure: instrument, measure, rater, n per group; the unadjusted test
+    with its effect size and 95 % CI and p; the unadjusted difference of means; the
+    adjusted difference (followed − did not, in the measure's units) with its 95 % CI
+    and p, the courses and patients it used, the covariates used and those left out
+    (with why). Missing values print as "–" (or the reason there is no estimate).
+    """
+    out = pd.DataFrame({
+        "instrument": table["title"].astype(str),
+        "measure": table["measure"].astype(str),
+        "rater": table["rater"].astype(str),
+        "n (followed / did not)": [f"{int(a)} / {int(b)}" for a, b in
+                                   zip(table["n_followed"], table["n_not"], strict=True)],
+        "unadjusted test": table["test"].astype(str),
+        "unadjusted effect (95 % CI)": [
+            f"{name} {_fmt_ci(e, lo, hi, digits, signed=not name.startswith('rank'))}"
+            for name, e, lo, hi in zip(table["effect_name"], table["effect"],
+                                       table["effect_ci_low"], table["effect_ci_high"],
+                                       strict=True)],
+        "unadjusted p": format_p(table["p"]),
+    })
+    out["unadjusted p"] = out["unadjusted p"].replace("", "–")
+    if "adjusted_diff" not in table:
+        return out
+    out["unadjusted mean difference"] = [_fmt(x, digits, True) for x in table["mean_diff"]]
+    out["adjusted difference (95 % CI)"] = [
+        _fmt_ci(e, lo, hi, digits, True) if np.isfinite(e) else f"– ({note or 'no data'})"
+        for e, lo, hi, note in zip(table["adjusted_diff"].astype(float),
+                                   table["adjusted_ci_low"], table["adjusted_ci_high"],
+                                   table["adjusted_note"], strict=True)]
+    p = format_p(table["adjusted_p"])
+    out["adjusted p"] = np.where(p == "", "–", p)
+    out["adjusted: courses / patients"] = [
+        f"{int(n)} / {int(c)}" for n, c in zip(table["adjusted_n"],
+                                               table["adjusted_clusters"], strict=True)]
+    out["covariates used"] = table["covariates_used"].astype(str)
+    out["covariates left out"] = table["covariates_left_out"].astype(str)
+    out["adjusted favours"] = table["adjusted_favours"].astype(str)
+    return out
 
 def _first_session(audit: Any) -> pd.DataFrame:
     s = audit.sessions
@@ -884,7 +1146,9 @@ def table_one(audit: Any, groups: pd.DataFrame, windows: pd.DataFrame | None = N
     p for names in `nonnormal` ("age", "baseline_hair_density"); categorical: n (%) per level with the chi-square p
     (Yates-corrected for 2×2; Fisher's exact when a 2×2 expected count is below 5).
     SMD: Austin (2009) for continuous, Yang & Dalton (2012) for categorical (absolute).
-    Columns: characteristic, level, one per group, p, SMD, missing (n per group).
+    Columns: characteristic, level, one per group, p, SMD, imbalanced (SMD above
+    SMD_IMBALANCED, 0.1, the usual reading of imbalance: Austin 2009), missing (n per
+    group).
     """
     g = groups[groups["group"].notna()][["course_id", "group"]]
     if windows is not None:
@@ -951,8 +1215,11 @@ def table_one(audit: Any, groups: pd.DataFrame, windows: pd.DataFrame | None = N
                          FOLLOWED: f"{int(na_)} ({100 * qa:.1f} %)",
                          NOT_FOLLOWED: f"{int(nb_)} ({100 * qb:.1f} %)",
                          "p": math.nan, "SMD": math.nan, "missing": ""})
-    return pd.DataFrame(rows, columns=["characteristic", "level", FOLLOWED, NOT_FOLLOWED,
-                                       "p", "SMD", "missing"])
+    out = pd.DataFrame(rows, columns=["characteristic", "level", FOLLOWED, NOT_FOLLOWED,
+                                      "p", "SMD", "missing"])
+    smd = out["SMD"].to_numpy(dtype="float64")
+    out.insert(6, "imbalanced", np.nan_to_num(smd, nan=0.0) > SMD_IMBALANCED)
+    return out
 
 
 def format_p(p: Any) -> np.ndarray:
@@ -963,12 +1230,39 @@ def format_p(p: Any) -> np.ndarray:
 
 
 def format_table_one(table: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 as printed: p to 3 decimals ("<0.001" below), SMD to 2, blanks for none."""
+    """Table 1 as printed: p to 3 decimals ("<0.001" below), SMD to 2, blanks for none,
+    and "imbalanced" where the SMD exceeds SMD_IMBALANCED (0.1)."""
     out = table.copy()
     smd = out["SMD"].to_numpy(dtype="float64")
     out["p"] = format_p(out["p"])
     out["SMD"] = np.where(np.isnan(smd), "", np.char.mod("%.2f", np.nan_to_num(smd)))
+    flag = (np.nan_to_num(smd, nan=0.0) > SMD_IMBALANCED)
+    out["imbalanced"] = np.where(flag, "imbalanced", "")
     return out
+
+
+def imbalance_sentence(table: pd.DataFrame) -> str:
+    """One sentence naming the Table 1 characteristics whose SMD exceeds 0.1, or "" if none."""
+    smd = table["SMD"].to_numpy(dtype="float64")
+    hit = np.nan_to_num(smd, nan=0.0) > SMD_IMBALANCED
+    if not hit.any():
+        return ""
+    names = [f"{_lower_first(c.split(',')[0])} (SMD {v:.2f})"
+             for c, v in zip(table["characteristic"][hit], smd[hit], strict=True)]
+    return (f"The groups differed before treatment (standardised mean difference above "
+            f"{SMD_IMBALANCED:g}) in {_join(names)}, so read the unadjusted comparison "
+            "with that in mind; the adjusted one accounts for the covariates it names.")
+
+
+def _lower_first(text: str) -> str:
+    """"Treated area" → "treated area"; a name ("Fitzpatrick skin type") stays as it is."""
+    word = text.split(" ")[0]
+    return text if word in ("Fitzpatrick",) else text[:1].lower() + text[1:]
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _mean_sd(x: np.ndarray) -> str:
