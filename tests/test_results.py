@@ -554,6 +554,25 @@ def test_recurrence_hand_built_censoring(hand):
     assert s.iloc[0]["median_days"] == 285  # S drops to 0 at 285 (1 at risk, 1 event)
 
 
+def test_share_of_courses_with_a_recurrence_assessment(hand):
+    audit, _, w = hand
+    # A1 and B1 have a follow-up recording recurrence; A2 (still running) has none
+    _, s = R.recurrence(audit, w)
+    r = s.iloc[0]
+    assert (r["courses"], r["courses_all"]) == (2, 3)
+    lo, hi = stats.binomtest(2, 3).proportion_ci(method="wilson")
+    assert (r["assessed_share"], r["assessed_ci_low"], r["assessed_ci_high"]) == \
+        pytest.approx((2 / 3, lo, hi))
+    text = R.recurrence_followup_text(s)
+    assert text.startswith("2 of 3 courses (66.7 %, 95 % CI ")
+    assert f"{100 * lo:.1f}–{100 * hi:.1f} %" in text
+    # by clinician: Dr. A's two courses (one assessed), Dr. B's one (assessed)
+    _, by = R.recurrence(audit, w, by="operator")
+    by = by.set_index("group")
+    assert (by.loc["Dr. A", "courses"], by.loc["Dr. A", "courses_all"]) == (1, 2)
+    assert (by.loc["Dr. B", "courses"], by.loc["Dr. B", "courses_all"]) == (1, 1)
+
+
 # =============================================================================================
 # 6. adverse events
 
