@@ -436,7 +436,7 @@ def attach_windows(audit: Any, outcomes: pd.DataFrame | None,
     * final: 90–183 days (the protocol window) after the last session of the latest
       course that ended before it; ``is_final`` marks, per course × instrument × rater,
       the one closest to the last session (the earliest in the window, as the
-      audit's `final_assessment` criterion reads it);
+      audit's final-assessment criterion reads it);
     * baseline: on or before the first session of a course and at most
       `baseline_days` before it; ``is_baseline`` marks the latest per course ×
       instrument × rater;
@@ -727,10 +727,9 @@ def compliance_groups(audit: Any, criteria: Sequence[str] | None = None,
 
     The key criteria are the protocol's (its `[analysis] key_criteria`) unless given.
     A course followed the protocol when every verdict of every key criterion for it is
-    compliant: for session-level criteria (start energy, interval, endpoint) all of its
-    sessions, for course-level ones (course length) the course itself. Verdicts "not
-    applicable" (a first session's interval, the length of a course still running) do
-    not count. "Not documented" (a value the rule needs is missing) is, as in the
+    compliant: for session-level criteria all of its sessions, for course-level ones the
+    course itself. Verdicts "not applicable" (a rule that does not apply to a session,
+    a course-level rule on a course still running) do not count. "Not documented" (a value the rule needs is missing) is, as in the
     audit, not compliant: with ``missing="not met"`` (default) such a course "did not"
     follow the protocol; with ``missing="exclude"`` a course whose only gaps are
     undocumented values gets group NA and leaves the comparison, a sensitivity check.
@@ -1101,7 +1100,7 @@ def _fmt_ci(est: Any, lo: Any, hi: Any, digits: int = 2, signed: bool = False) -
 def format_comparison(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """The comparison table as printed, unadjusted and adjusted side by side, as text.
 
-    One row per measure: instrument, measure, rater, n per group; the unadjusted test
+    One row per measure: instrument, measure, rater, n and median per group; the unadjusted test
     with its effect size and 95 % CI and p; the unadjusted difference of means; the
     adjusted difference (followed − did not, in the measure's units) with its 95 % CI
     and p, the courses and patients it used, the covariates used and those left out
@@ -1113,6 +1112,9 @@ def format_comparison(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
         "rater": table["rater"].astype(str),
         "n (followed / did not)": [f"{int(a)} / {int(b)}" for a, b in
                                    zip(table["n_followed"], table["n_not"], strict=True)],
+        "median (followed / did not)": [
+            f"{_fmt(a, 1)} / {_fmt(b, 1)}" for a, b in
+            zip(table["median_followed"], table["median_not"], strict=True)],
         "unadjusted test": table["test"].astype(str),
         "unadjusted effect (95 % CI)": [
             f"{name} {_fmt_ci(e, lo, hi, digits, signed=not name.startswith('rank'))}"
