@@ -439,6 +439,23 @@ def test_compliance_groups_hand(hand):
         R.compliance_groups(audit, criteria=("no_such_criterion",))
 
 
+def test_no_criterion_of_the_default_protocol_is_named_in_the_code():
+    """Comparisons follow `protocol.key_criteria` and energy bands `protocol.range_of`:
+    results.py and charts/outcomes.py name no criterion id (a quoted id, or an id with
+    an underscore anywhere), so another protocol file works unchanged."""
+    import re
+
+    ids = [c.id for c in load_protocol().criteria]
+    assert "start_energy" in ids and "interval" in ids
+    for path in (ROOT / "src/outcomes/results.py", ROOT / "src/outcomes/charts/outcomes.py"):
+        text = path.read_text(encoding="utf-8")
+        for cid in ids:
+            assert not re.search(rf"[\"']{cid}[\"']", text), (path.name, cid)
+            if "_" in cid:
+                assert not re.search(rf"(?<![A-Za-z_]){cid}(?![A-Za-z_])", text), (path.name,
+                                                                                  cid)
+
+
 def test_compare_groups_uses_the_right_test(sample):
     _, audit, w = sample
     paired, _ = R.change_from_baseline(w)
@@ -650,6 +667,10 @@ def test_notebook_is_stored_without_outputs_and_has_parameters():
     text = "\n".join(c["source"] for c in cells if c["cell_type"] == "markdown")
     for h in HEADINGS:
         assert h in text
+    wilcoxon = ("Wilcoxon signed-rank (R's default: exact for n < 50 without ties, else "
+                "normal approximation with continuity correction)")
+    assert "\n".join(c["source"] for c in cells).count(wilcoxon) == 1
+    assert all(c.get("id") for c in cells)
 
 
 def _run_notebook(data_dir: Path, out_dir: Path):
@@ -668,14 +689,29 @@ def test_notebook_runs_on_sample_and_generated_data(tmp_path):
     write_sample(small, patients=40, seed=3)
     with ThreadPoolExecutor(2) as pool:  # two kernels at once keep the test short
         runs = list(pool.map(lambda d: _run_notebook(d, tmp_path / "out"), [SAMPLE, small]))
-    for nb, n_images in zip(runs, (8, 8), strict=True):
+    for nb, n_images in zip(runs, (9, 9), strict=True):
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"]
         assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
         images = [o for o in outputs if "image/png" in o.get("data", {})]
         assert len(images) == n_images
-        tables = [o for o in outputs if "text/html" in o.get("data", {})]
-        assert len(tables) >= 8
+        tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+        assert len(tables) >= 10
+        # no table prints a missing value as NaN / None / <NA>; the new ones are there
+        for html in tables:
+            for bad in ("NaN", ">nan<", "None", "&lt;NA&gt;", "><NA><"):
+                assert bad not in html, bad
+        for header in ("adjusted difference (95 % CI)", "covariates used", "imbalanced",
+                       "recurrence by 1 year, CIF (95 % CI)", "with an assessment (%)"):
+            assert sum(header in html for html in tables) == 1, header
+        said = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+        assert "have at least one assessment after the course recording recurrence" in said
+        assert "counts the new course as a competing event" in said
+    # the sample's groups differ at baseline: the notebook says so in one sentence
+    said = [o["data"]["text/markdown"] for c in runs[0].cells if c.cell_type == "code"
+            for o in c.outputs if "text/markdown" in o.get("data", {})]
+    imbalance = [s for s in said if s.startswith("The groups differed before treatment")]
+    assert len(imbalance) == 1 and ". " not in imbalance[0]
     # the notebook prints the JSON object: it matches outcomes_json on the same data
     printed = "".join(o.get("text", "") for c in runs[0].cells if c.cell_type == "code"
                       for o in c.outputs if o.output_type == "stream")
