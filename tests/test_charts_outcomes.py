@@ -211,3 +211,32 @@ def test_empty_inputs_still_give_a_figure(t):
     assert "no follow-up" in fig.axes[0].texts[0].get_text()
     paired, change = R.change_from_baseline(empty_w)
     assert isinstance(C.density_change_chart(paired, change), Figure)
+
+
+def test_cumulative_incidence_chart(t):
+    cif, summary = R.recurrence_cif(t["audit"], t["w"], by="group", groups=t["groups"])
+    km, _ = R.recurrence(t["audit"], t["w"], by="group", groups=t["groups"])
+    fig = C.cumulative_incidence_chart(cif, summary, km)
+    ax = fig.axes[0]
+    assert "competing event" in fig.get_suptitle()
+    assert ax.get_xlabel() == "days since the last treatment of the course"
+    steps = [ln for ln in ax.lines if ln.get_drawstyle() == "steps-post"]
+    groups = list(summary["group"])
+    assert len(steps) == 3 * len(groups)  # recurrence, new course, 1 - KM per group
+    by_label = {ln.get_label(): ln for ln in steps}
+    for g in groups:
+        k = cif[cif["group"] == g]
+        v = summary.set_index("group").loc[g, "cif"]
+        solid = by_label[f"{g}: recurrence, {100 * v:.0f} % by 1 year"]
+        assert list(solid.get_ydata()) == pytest.approx([0.0, *k["cif"]])
+        dotted = by_label[f"{g}: new course first"]
+        assert list(dotted.get_ydata()) == pytest.approx([0.0, *k["new_course_cif"]])
+        dashed = by_label[f"{g}: 1 − Kaplan–Meier"]
+        kk = km[km["group"] == g]
+        assert list(dashed.get_ydata()) == pytest.approx([0.0, *(1 - kk["survival"])])
+    assert sum(isinstance(c, PolyCollection) for c in ax.collections) == len(groups)
+    assert any(np.allclose(ln.get_xdata(), 365) for ln in ax.lines)  # the 1-year mark
+    empty_w = R.attach_windows(t["audit"], None)
+    cif0, s0 = R.recurrence_cif(t["audit"], empty_w)
+    fig0 = C.cumulative_incidence_chart(cif0, s0)
+    assert "no follow-up" in fig0.axes[0].texts[0].get_text()

@@ -439,6 +439,23 @@ def test_compliance_groups_hand(hand):
         R.compliance_groups(audit, criteria=("no_such_criterion",))
 
 
+def test_no_criterion_of_the_default_protocol_is_named_in_the_code():
+    """Comparisons follow `protocol.key_criteria` and energy bands `protocol.range_of`:
+    results.py and charts/outcomes.py name no criterion id (a quoted id, or an id with
+    an underscore anywhere), so another protocol file works unchanged."""
+    import re
+
+    ids = [c.id for c in load_protocol().criteria]
+    assert "start_energy" in ids and "interval" in ids
+    for path in (ROOT / "src/outcomes/results.py", ROOT / "src/outcomes/charts/outcomes.py"):
+        text = path.read_text(encoding="utf-8")
+        for cid in ids:
+            assert not re.search(rf"[\"']{cid}[\"']", text), (path.name, cid)
+            if "_" in cid:
+                assert not re.search(rf"(?<![A-Za-z_]){cid}(?![A-Za-z_])", text), (path.name,
+                                                                                  cid)
+
+
 def test_compare_groups_uses_the_right_test(sample):
     _, audit, w = sample
     paired, _ = R.change_from_baseline(w)
@@ -465,7 +482,7 @@ def test_table_one(sample):
     groups = R.compliance_groups(audit)
     t = R.table_one(audit, groups, w)
     assert list(t.columns) == ["characteristic", "level", R.FOLLOWED, R.NOT_FOLLOWED, "p",
-                               "SMD", "missing"]
+                               "SMD", "imbalanced", "missing"]
     with_final = set(w.loc[w["is_final"], "course_id"])
     g = groups[groups["course_id"].isin(with_final)]
     assert t.iloc[0][R.FOLLOWED] == str((g["group"] == R.FOLLOWED).sum())
@@ -554,6 +571,25 @@ def test_recurrence_hand_built_censoring(hand):
     assert s.iloc[0]["median_days"] == 285  # S drops to 0 at 285 (1 at risk, 1 event)
 
 
+def test_share_of_courses_with_a_recurrence_assessment(hand):
+    audit, _, w = hand
+    # A1 and B1 have a follow-up recording recurrence; A2 (still running) has none
+    _, s = R.recurrence(audit, w)
+    r = s.iloc[0]
+    assert (r["courses"], r["courses_all"]) == (2, 3)
+    lo, hi = stats.binomtest(2, 3).proportion_ci(method="wilson")
+    assert (r["assessed_share"], r["assessed_ci_low"], r["assessed_ci_high"]) == \
+        pytest.approx((2 / 3, lo, hi))
+    text = R.recurrence_followup_text(s)
+    assert text.startswith("2 of 3 courses (66.7 %, 95 % CI ")
+    assert f"{100 * lo:.1f}–{100 * hi:.1f} %" in text
+    # by clinician: Dr. A's two courses (one assessed), Dr. B's one (assessed)
+    _, by = R.recurrence(audit, w, by="operator")
+    by = by.set_index("group")
+    assert (by.loc["Dr. A", "courses"], by.loc["Dr. A", "courses_all"]) == (1, 2)
+    assert (by.loc["Dr. B", "courses"], by.loc["Dr. B", "courses_all"]) == (1, 1)
+
+
 # =============================================================================================
 # 6. adverse events
 
@@ -631,6 +667,10 @@ def test_notebook_is_stored_without_outputs_and_has_parameters():
     text = "\n".join(c["source"] for c in cells if c["cell_type"] == "markdown")
     for h in HEADINGS:
         assert h in text
+    wilcoxon = ("Wilcoxon signed-rank (R's default: exact for n < 50 without ties, else "
+                "normal approximation with continuity correction)")
+    assert "\n".join(c["source"] for c in cells).count(wilcoxon) == 1
+    assert all(c.get("id") for c in cells)
 
 
 def _run_notebook(data_dir: Path, out_dir: Path):
@@ -649,14 +689,29 @@ def test_notebook_runs_on_sample_and_generated_data(tmp_path):
     write_sample(small, patients=40, seed=3)
     with ThreadPoolExecutor(2) as pool:  # two kernels at once keep the test short
         runs = list(pool.map(lambda d: _run_notebook(d, tmp_path / "out"), [SAMPLE, small]))
-    for nb, n_images in zip(runs, (8, 8), strict=True):
+    for nb, n_images in zip(runs, (9, 9), strict=True):
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"]
         assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
         images = [o for o in outputs if "image/png" in o.get("data", {})]
         assert len(images) == n_images
-        tables = [o for o in outputs if "text/html" in o.get("data", {})]
-        assert len(tables) >= 8
+        tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+        assert len(tables) >= 10
+        # no table prints a missing value as NaN / None / <NA>; the new ones are there
+        for html in tables:
+            for bad in ("NaN", ">nan<", "None", "&lt;NA&gt;", "><NA><"):
+                assert bad not in html, bad
+        for header in ("adjusted difference (95 % CI)", "covariates used", "imbalanced",
+                       "recurrence by 1 year, CIF (95 % CI)", "with an assessment (%)"):
+            assert sum(header in html for html in tables) == 1, header
+        said = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+        assert "have at least one assessment after the course recording recurrence" in said
+        assert "counts the new course as a competing event" in said
+    # the sample's groups differ at baseline: the notebook says so in one sentence
+    said = [o["data"]["text/markdown"] for c in runs[0].cells if c.cell_type == "code"
+            for o in c.outputs if "text/markdown" in o.get("data", {})]
+    imbalance = [s for s in said if s.startswith("The groups differed before treatment")]
+    assert len(imbalance) == 1 and ". " not in imbalance[0]
     # the notebook prints the JSON object: it matches outcomes_json on the same data
     printed = "".join(o.get("text", "") for c in runs[0].cells if c.cell_type == "code"
                       for o in c.outputs if o.output_type == "stream")

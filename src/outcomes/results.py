@@ -12,10 +12,14 @@ Flow (every step takes and returns DataFrames, vectorised over rows)::
     paired, change = change_from_baseline(windows)   # hair density: final − baseline
     groups = compliance_groups(audit)                # followed the key criteria or not
     values = course_outcomes(windows, paired)        # one value per course × measure
-    comparison = compare_groups(values, groups)      # Mann–Whitney / Welch with effect sizes
+    covariates = course_covariates(audit, windows)   # baseline density, age band, skin, clinician
+    comparison = compare_groups(values, groups, covariates=covariates)
+                                                     # Mann–Whitney / Welch with effect sizes,
+                                                     # and OLS adjusted, clustered by patient
     table1 = table_one(audit, groups, windows)       # baseline characteristics by group
     rho, energy = spearman_energy(values, audit)     # energy against outcome
     km, rec = recurrence(audit, windows)             # Kaplan–Meier time to recurrence
+    cif, crec = recurrence_cif(audit, windows)       # a new course as competing event
     ae = adverse_events(audit, by="operator")        # rates with Wilson intervals
     outcomes_json(audit, outcomes)                   # the `outcomes` object of audit --json
 
@@ -37,32 +41,52 @@ import pandas as pd
 from scipy import stats as _st
 
 from outcomes import schema
-from outcomes.stats import kaplan_meier, km_median, newcombe_diff_ci, wilson_ci
+from outcomes.stats import (
+    cumulative_incidence,
+    kaplan_meier,
+    km_median,
+    newcombe_diff_ci,
+    wilson_ci,
+)
 
 __all__ = [
+    "AGE_BANDS",
+    "COMPETING_WHY",
+    "COVARIATES",
     "FOLLOWED",
     "NOT_FOLLOWED",
+    "SMD_IMBALANCED",
     "WINDOWS",
+    "adjusted_difference",
     "adverse_events",
+    "age_band",
     "at_risk_at",
     "attach_windows",
     "change_from_baseline",
     "compare_groups",
     "compliance_groups",
+    "course_covariates",
     "course_outcomes",
     "energy_bands",
     "final_summary",
+    "format_comparison",
     "format_p",
+    "format_recurrence_cif",
     "format_table_one",
+    "imbalance_sentence",
     "logrank_test",
     "mann_whitney",
     "median_ci",
+    "next_course_days",
     "outcomes_json",
     "paired_t",
     "rank_biserial",
     "rank_biserial_paired",
     "recurrence",
+    "recurrence_cif",
+    "recurrence_competing_data",
     "recurrence_data",
+    "recurrence_followup_text",
     "smd_binary",
     "smd_categorical",
     "smd_continuous",
@@ -82,6 +106,8 @@ NOT_FOLLOWED = "did not"
 GROUPS = (FOLLOWED, NOT_FOLLOWED)
 FINAL_SCORE = "final score"
 CHANGE = "change from baseline"
+#: A standardised mean difference above this reads as imbalance between groups.
+SMD_IMBALANCED = 0.1
 #: Adverse-event field values that mean "no adverse event" (case-insensitive).
 NO_EVENT = ("none", "no", "nein", "keine", "yok", "0", "-")
 
@@ -410,7 +436,7 @@ def attach_windows(audit: Any, outcomes: pd.DataFrame | None,
     * final: 90–183 days (the protocol window) after the last session of the latest
       course that ended before it; ``is_final`` marks, per course × instrument × rater,
       the one closest to the last session (the earliest in the window, as the
-      audit's `final_assessment` criterion reads it);
+      audit's final-assessment criterion reads it);
     * baseline: on or before the first session of a course and at most
       `baseline_days` before it; ``is_baseline`` marks the latest per course ×
       instrument × rater;
@@ -701,10 +727,9 @@ def compliance_groups(audit: Any, criteria: Sequence[str] | None = None,
 
     The key criteria are the protocol's (its `[analysis] key_criteria`) unless given.
     A course followed the protocol when every verdict of every key criterion for it is
-    compliant: for session-level criteria (start energy, interval, endpoint) all of its
-    sessions, for course-level ones (course length) the course itself. Verdicts "not
-    applicable" (a first session's interval, the length of a course still running) do
-    not count. "Not documented" (a value the rule needs is missing) is, as in the
+    compliant: for session-level criteria all of its sessions, for course-level ones the
+    course itself. Verdicts "not applicable" (a rule that does not apply to a session,
+    a course-level rule on a course still running) do not count. "Not documented" (a value the rule needs is missing) is, as in the
     audit, not compliant: with ``missing="not met"`` (default) such a course "did not"
     follow the protocol; with ``missing="exclude"`` a course whose only gaps are
     undocumented values gets group NA and leaves the comparison, a sensitivity check.
@@ -796,8 +821,8 @@ def _is_continuous(instrument: str) -> bool:
     return ins is not None and ins.high is None
 
 
-def compare_groups(values: pd.DataFrame, groups: pd.DataFrame,
-                   level: float = 0.95) -> pd.DataFrame:
+def compare_groups(values: pd.DataFrame, groups: pd.DataFrame, level: float = 0.95,
+                   covariates: pd.DataFrame | None = None) -> pd.DataFrame:
     """Outcomes of courses that followed the protocol against those that did not.
 
     Per measure × instrument × rater: n, median [IQR] and mean (SD) per group; for
@@ -807,6 +832,15 @@ def compare_groups(values: pd.DataFrame, groups: pd.DataFrame,
     did not) and its interval. ``favours`` reads the interval with the registry's
     direction of better. Shares improved per group (registry thresholds) with the
     Newcombe interval of their difference where the instrument defines "improved".
+
+    With `covariates` (course_covariates), each row also carries the difference
+    adjusted for baseline hair density, age band, Fitzpatrick type and clinician, with
+    cluster-robust (patient) standard errors (adjusted_difference): ``mean_diff`` (the
+    unadjusted difference of means, same units), ``adjusted_diff`` (followed − did
+    not, in the measure's units), ``adjusted_ci_low``/``_high``, ``adjusted_p``,
+    ``adjusted_n`` (courses used), ``adjusted_clusters`` (patients),
+    ``adjusted_favours``, ``covariates_used``, ``covariates_left_out`` (with why) and
+    ``adjusted_note``.
     """
     d = values.merge(groups[["course_id", "group"]], on="course_id", how="inner")
     d = d[d["group"].notna()]
@@ -852,8 +886,12 @@ def compare_groups(values: pd.DataFrame, groups: pd.DataFrame,
             row.update(improved_followed=ka / a.size if a.size else math.nan,
                        improved_not=kb / b.size if b.size else math.nan,
                        improved_diff_ci_low=dlo, improved_diff_ci_high=dhi)
+        if covariates is not None:
+            row["mean_diff"] = row["mean_followed"] - row["mean_not"]
+            row.update(_adjusted_row(sub, covariates, sign > 0, level))
         rows.append(row)
-    return pd.DataFrame(rows, columns=_COMPARE_COLUMNS)
+    return pd.DataFrame(rows, columns=_COMPARE_COLUMNS
+                        + (_ADJUSTED_COLUMNS if covariates is not None else []))
 
 
 _COMPARE_COLUMNS = [
@@ -864,6 +902,245 @@ _COMPARE_COLUMNS = [
     "effect_ci_high", "smd", "favours", "improved_followed", "improved_not",
     "improved_diff_ci_low", "improved_diff_ci_high"]
 
+
+# ---------------------------------------------------------------------------------------------
+# adjusted comparison: OLS with cluster-robust (patient) standard errors
+
+#: Covariates of the adjusted comparison, in order: column of course_covariates → label.
+COVARIATES = {"baseline_hair_density": "baseline hair density", "age_band": "age band",
+              "fitzpatrick_type": "Fitzpatrick type", "operator": "clinician"}
+#: Lower edges (years) of the age bands after the first: under 30, 30–39, …, 60 and over.
+AGE_BANDS = (30, 40, 50, 60)
+
+_ADJUSTED_COLUMNS = ["mean_diff", "adjusted_diff", "adjusted_ci_low", "adjusted_ci_high",
+                     "adjusted_p", "adjusted_n", "adjusted_clusters", "adjusted_favours",
+                     "covariates_used", "covariates_left_out", "adjusted_note"]
+
+
+def age_band(age: Any, edges: Sequence[float] = AGE_BANDS) -> pd.Series:
+    """Age in years → band label ("under 30", "30–39", …, "60 and over"); missing stays NA."""
+    a = np.asarray(pd.to_numeric(pd.Series(age), errors="coerce"), dtype="float64")
+    ed = [float(e) for e in edges]
+    labels = ([f"under {ed[0]:g}"] + [f"{lo:g}–{hi - 1:g}" for lo, hi in itertools.pairwise(ed)]
+              + [f"{ed[-1]:g} and over"])
+    code = np.searchsorted(ed, np.nan_to_num(a), side="right")
+    code = np.where(np.isnan(a), -1, code)
+    return pd.Series(pd.Categorical.from_codes(code, labels), name="age_band")
+
+
+def course_covariates(audit: Any, windows: pd.DataFrame | None = None,
+                      instrument: str = "hair_density") -> pd.DataFrame:
+    """One row per course with the covariates of the adjusted comparison.
+
+    Columns: course_id, patient_id (the cluster), baseline_hair_density (the course's
+    baseline value of `instrument`, ``is_baseline``; missing without `windows`),
+    age_band (age at the first session from date_of_birth, see age_band),
+    fitzpatrick_type (first session) and operator (the course's clinician). A column
+    the data do not carry is all missing: adjusted_difference then leaves it out.
+    """
+    c = audit.courses
+    ids = c["course_id"].astype("string")
+    first = _first_session(audit).reindex(ids)
+    out = pd.DataFrame({"course_id": ids.to_numpy(dtype=object),
+                        "patient_id": c["patient_id"].astype("string").to_numpy(dtype=object)})
+    base = np.full(len(c), np.nan)
+    if windows is not None:
+        hd = windows[windows["is_baseline"].to_numpy(dtype=bool)
+                     & (windows["instrument"].astype("string") == instrument).to_numpy(
+                         dtype=bool, na_value=False)]
+        hd = hd.drop_duplicates("course_id").set_index("course_id")["score"]
+        base = hd.reindex(ids).to_numpy(dtype="float64", na_value=np.nan)
+    out["baseline_hair_density"] = base
+    if "date_of_birth" in first:
+        age = (first["session_date"] - first["date_of_birth"]).dt.days / 365.25
+        out["age_band"] = age_band(age.to_numpy(dtype="float64", na_value=np.nan)).to_numpy()
+    else:
+        out["age_band"] = None
+    fitz = (first["fitzpatrick_type"] if "fitzpatrick_type" in first
+            else pd.Series(None, index=first.index))
+    out["fitzpatrick_type"] = fitz.astype("string").to_numpy(dtype=object, na_value=None)
+    out["operator"] = c["operator"].astype("string").to_numpy(dtype=object, na_value=None)
+    return out
+
+
+def adjusted_difference(data: pd.DataFrame, covariates: Sequence[str] = tuple(COVARIATES),
+                        outcome: str = "value", group: str = "followed",
+                        cluster: str = "patient_id", level: float = 0.95) -> dict[str, Any]:
+    """Difference in `outcome` (group 1 − group 0) adjusted for `covariates` by OLS, with
+    cluster-robust standard errors by `cluster` (courses of one patient are not independent).
+
+    Model: outcome ~ group + covariates (a numeric covariate enters linearly, any other
+    as indicator columns with its first level, in sorted order, as reference); fitted
+    with statsmodels ``OLS(...).fit(cov_type="cluster", cov_kwds={"groups": patient},
+    use_t=True)``: the CR1 sandwich with the small-sample factor
+    G/(G − 1)·(N − 1)/(N − K) and t with G − 1 degrees of freedom (G patients), as
+    Stata's ``regress, vce(cluster)``. Rows with a missing outcome, group or cluster
+    are left out. A covariate that is not in `data`, is missing on every row, or takes
+    one value only is left out (and named, with why, in ``covariates_left_out``); the
+    others are used on the courses where all of them are recorded (complete cases;
+    ``n`` says how many). When the covariates determine the group (the group
+    coefficient is not estimable) the result is nan with a note.
+
+    Returns diff, ci_low, ci_high, p, n, clusters, used (column names), left_out
+    (column → reason), note.
+    """
+    out: dict[str, Any] = {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                           "p": math.nan, "n": 0, "clusters": 0, "used": [],
+                           "left_out": {}, "note": ""}
+    y_all = pd.to_numeric(data[outcome], errors="coerce").astype("float64")
+    g_all = pd.to_numeric(pd.Series(data[group]).astype("Float64"), errors="coerce")
+    keep = (y_all.notna() & g_all.notna() & data[cluster].notna()).to_numpy(dtype=bool)
+    for name in covariates:
+        if name not in data:
+            out["left_out"][name] = "not in the data"
+    used = []
+    for c in covariates:
+        if c not in data:
+            continue
+        x = data.loc[keep, c]
+        if x.notna().sum() == 0:
+            out["left_out"][c] = "not recorded"
+        elif x.nunique(dropna=True) <= 1:
+            out["left_out"][c] = "one value only"
+        else:
+            used.append(c)
+    while True:  # on the complete cases a covariate may take one value only: leave it out
+        rows = keep.copy()
+        for c in used:
+            rows &= data[c].notna().to_numpy(dtype=bool)
+        constant = [c for c in used if data.loc[rows, c].nunique(dropna=True) <= 1]
+        if not constant:
+            break
+        for c in constant:
+            out["left_out"][c] = "one value only"
+            used.remove(c)
+    out["used"] = used
+    n = int(rows.sum())
+    out["n"] = n
+    d = data.loc[rows]
+    groups_codes = pd.factorize(d[cluster].astype("string"))[0]
+    out["clusters"] = int(np.unique(groups_codes).size)
+    g = g_all[rows].to_numpy(dtype="float64")
+    if n == 0 or np.unique(g).size < 2:
+        out["note"] = "both groups are needed"
+        return out
+    parts = [pd.Series(1.0, index=d.index, name="const"),
+             pd.Series(g, index=d.index, name=group)]
+    for c in used:
+        x = d[c]
+        if pd.api.types.is_numeric_dtype(x) and not isinstance(x.dtype, pd.CategoricalDtype):
+            parts.append(x.astype("float64").rename(c))
+        else:
+            s = x.astype("string")
+            levels = sorted(s.unique())
+            for lv in levels[1:]:
+                parts.append((s == lv).astype("float64").rename(f"{c}[{lv}]"))
+    X = pd.concat(parts, axis=1).to_numpy(dtype="float64")
+    y = y_all[rows].to_numpy(dtype="float64")
+    rank = np.linalg.matrix_rank(X)
+    if rank != np.linalg.matrix_rank(np.delete(X, 1, axis=1)) + 1:
+        out["note"] = "the covariates determine the group"
+        return out
+    if out["clusters"] < 2 or n <= rank:
+        out["note"] = "too few courses or patients for the model"
+        return out
+    import statsmodels.api as sm  # imported here: only the adjusted comparison needs it
+
+    fit = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": groups_codes},
+                           use_t=True)
+    lo, hi = fit.conf_int(alpha=1 - level)[1]
+    out.update(diff=float(fit.params[1]), ci_low=float(lo), ci_high=float(hi),
+               p=float(fit.pvalues[1]))
+    return out
+
+
+def _adjusted_row(sub: pd.DataFrame, covariates: pd.DataFrame, higher_is_better: bool,
+                  level: float) -> dict[str, Any]:
+    d = sub.merge(covariates, on="course_id", how="left")
+    d["followed"] = (d["group"] == FOLLOWED).astype("float64")
+    names = [c for c in COVARIATES if c in covariates]
+    res = adjusted_difference(d, names, level=level)
+    for c in COVARIATES:  # a covariate the table does not have at all
+        if c not in covariates:
+            res["left_out"][c] = "not in the data"
+    sign = 1 if higher_is_better else -1
+    lo, hi = sorted((res["ci_low"] * sign, res["ci_high"] * sign))
+    fav = ((FOLLOWED if lo > 0 else NOT_FOLLOWED if hi < 0 else "no clear difference")
+           if np.isfinite(lo) else "no data")
+    order = [c for c in COVARIATES if c in res["left_out"]]
+    order += [c for c in res["left_out"] if c not in order]
+    left = "; ".join(f"{COVARIATES.get(c, c)} ({res['left_out'][c]})" for c in order)
+    return {"adjusted_diff": res["diff"], "adjusted_ci_low": res["ci_low"],
+            "adjusted_ci_high": res["ci_high"], "adjusted_p": res["p"],
+            "adjusted_n": res["n"], "adjusted_clusters": res["clusters"],
+            "adjusted_favours": fav,
+            "covariates_used": ", ".join(COVARIATES.get(c, c) for c in res["used"])
+            or "none",
+            "covariates_left_out": left, "adjusted_note": res["note"]}
+
+
+def _fmt(x: Any, digits: int = 2, signed: bool = False) -> str:
+    """A number as printed, "–" where there is none (never "nan" or "None")."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "–"
+    if not np.isfinite(v):
+        return "–"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def _fmt_ci(est: Any, lo: Any, hi: Any, digits: int = 2, signed: bool = False) -> str:
+    e = _fmt(est, digits, signed)
+    if e == "–" or _fmt(lo) == "–":
+        return e
+    return f"{e} ({_fmt(lo, digits, signed)} to {_fmt(hi, digits, signed)})"
+
+
+def format_comparison(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """The comparison table as printed, unadjusted and adjusted side by side, as text.
+
+    One row per measure: instrument, measure, rater, n and median per group; the unadjusted test
+    with its effect size and 95 % CI and p; the unadjusted difference of means; the
+    adjusted difference (followed − did not, in the measure's units) with its 95 % CI
+    and p, the courses and patients it used, the covariates used and those left out
+    (with why). Missing values print as "–" (or the reason there is no estimate).
+    """
+    out = pd.DataFrame({
+        "instrument": table["title"].astype(str),
+        "measure": table["measure"].astype(str),
+        "rater": table["rater"].astype(str),
+        "n (followed / did not)": [f"{int(a)} / {int(b)}" for a, b in
+                                   zip(table["n_followed"], table["n_not"], strict=True)],
+        "median (followed / did not)": [
+            f"{_fmt(a, 1)} / {_fmt(b, 1)}" for a, b in
+            zip(table["median_followed"], table["median_not"], strict=True)],
+        "unadjusted test": table["test"].astype(str),
+        "unadjusted effect (95 % CI)": [
+            f"{name} {_fmt_ci(e, lo, hi, digits, signed=not name.startswith('rank'))}"
+            for name, e, lo, hi in zip(table["effect_name"], table["effect"],
+                                       table["effect_ci_low"], table["effect_ci_high"],
+                                       strict=True)],
+        "unadjusted p": format_p(table["p"]),
+    })
+    out["unadjusted p"] = out["unadjusted p"].replace("", "–")
+    if "adjusted_diff" not in table:
+        return out
+    out["unadjusted mean difference"] = [_fmt(x, digits, True) for x in table["mean_diff"]]
+    out["adjusted difference (95 % CI)"] = [
+        _fmt_ci(e, lo, hi, digits, True) if np.isfinite(e) else f"– ({note or 'no data'})"
+        for e, lo, hi, note in zip(table["adjusted_diff"].astype(float),
+                                   table["adjusted_ci_low"], table["adjusted_ci_high"],
+                                   table["adjusted_note"], strict=True)]
+    p = format_p(table["adjusted_p"])
+    out["adjusted p"] = np.where(p == "", "–", p)
+    out["adjusted: courses / patients"] = [
+        f"{int(n)} / {int(c)}" for n, c in zip(table["adjusted_n"],
+                                               table["adjusted_clusters"], strict=True)]
+    out["covariates used"] = table["covariates_used"].astype(str)
+    out["covariates left out"] = table["covariates_left_out"].astype(str)
+    out["adjusted favours"] = table["adjusted_favours"].astype(str)
+    return out
 
 def _first_session(audit: Any) -> pd.DataFrame:
     s = audit.sessions
@@ -884,7 +1161,9 @@ def table_one(audit: Any, groups: pd.DataFrame, windows: pd.DataFrame | None = N
     p for names in `nonnormal` ("age", "baseline_hair_density"); categorical: n (%) per level with the chi-square p
     (Yates-corrected for 2×2; Fisher's exact when a 2×2 expected count is below 5).
     SMD: Austin (2009) for continuous, Yang & Dalton (2012) for categorical (absolute).
-    Columns: characteristic, level, one per group, p, SMD, missing (n per group).
+    Columns: characteristic, level, one per group, p, SMD, imbalanced (SMD above
+    SMD_IMBALANCED, 0.1, the usual reading of imbalance: Austin 2009), missing (n per
+    group).
     """
     g = groups[groups["group"].notna()][["course_id", "group"]]
     if windows is not None:
@@ -951,8 +1230,11 @@ def table_one(audit: Any, groups: pd.DataFrame, windows: pd.DataFrame | None = N
                          FOLLOWED: f"{int(na_)} ({100 * qa:.1f} %)",
                          NOT_FOLLOWED: f"{int(nb_)} ({100 * qb:.1f} %)",
                          "p": math.nan, "SMD": math.nan, "missing": ""})
-    return pd.DataFrame(rows, columns=["characteristic", "level", FOLLOWED, NOT_FOLLOWED,
-                                       "p", "SMD", "missing"])
+    out = pd.DataFrame(rows, columns=["characteristic", "level", FOLLOWED, NOT_FOLLOWED,
+                                      "p", "SMD", "missing"])
+    smd = out["SMD"].to_numpy(dtype="float64")
+    out.insert(6, "imbalanced", np.nan_to_num(smd, nan=0.0) > SMD_IMBALANCED)
+    return out
 
 
 def format_p(p: Any) -> np.ndarray:
@@ -963,12 +1245,39 @@ def format_p(p: Any) -> np.ndarray:
 
 
 def format_table_one(table: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 as printed: p to 3 decimals ("<0.001" below), SMD to 2, blanks for none."""
+    """Table 1 as printed: p to 3 decimals ("<0.001" below), SMD to 2, blanks for none,
+    and "imbalanced" where the SMD exceeds SMD_IMBALANCED (0.1)."""
     out = table.copy()
     smd = out["SMD"].to_numpy(dtype="float64")
     out["p"] = format_p(out["p"])
     out["SMD"] = np.where(np.isnan(smd), "", np.char.mod("%.2f", np.nan_to_num(smd)))
+    flag = (np.nan_to_num(smd, nan=0.0) > SMD_IMBALANCED)
+    out["imbalanced"] = np.where(flag, "imbalanced", "")
     return out
+
+
+def imbalance_sentence(table: pd.DataFrame) -> str:
+    """One sentence naming the Table 1 characteristics whose SMD exceeds 0.1, or "" if none."""
+    smd = table["SMD"].to_numpy(dtype="float64")
+    hit = np.nan_to_num(smd, nan=0.0) > SMD_IMBALANCED
+    if not hit.any():
+        return ""
+    names = [f"{_lower_first(c.split(',')[0])} (SMD {v:.2f})"
+             for c, v in zip(table["characteristic"][hit], smd[hit], strict=True)]
+    return (f"The groups differed before treatment (standardised mean difference above "
+            f"{SMD_IMBALANCED:g}) in {_join(names)}, so read the unadjusted comparison "
+            "with that in mind; the adjusted one accounts for the covariates it names.")
+
+
+def _lower_first(text: str) -> str:
+    """"Treated area" → "treated area"; a name ("Fitzpatrick skin type") stays as it is."""
+    word = text.split(" ")[0]
+    return text if word in ("Fitzpatrick",) else text[:1].lower() + text[1:]
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _mean_sd(x: np.ndarray) -> str:
@@ -1088,6 +1397,37 @@ def _surv_at(km: pd.DataFrame, day: float) -> tuple[float, float, float]:
     return (float(r["survival"]), float(r["ci_low"]), float(r["ci_high"]))
 
 
+def _course_key(audit: Any, by: str | None, groups: pd.DataFrame | None) -> pd.Series:
+    """Each course's label for a recurrence split (index: course_id), as recurrence_data
+    labels the courses with follow-up."""
+    c = audit.courses
+    ids = c["course_id"].astype("string").to_numpy(dtype=object)
+    if by is None:
+        return pd.Series("all courses", index=ids, dtype=object)
+    if by == "group":
+        if groups is None:
+            raise ValueError("cannot split recurrence by 'group': give groups=")
+        gg = groups.set_index(groups["course_id"].astype("string"))["group"]
+        v = gg.reindex(ids).astype("string")
+    elif by in c:
+        v = c[by].astype("string")
+    else:
+        raise ValueError(f"cannot split recurrence by {by!r}")
+    return pd.Series(v.fillna("(not recorded)").to_numpy(dtype=object), index=ids)
+
+
+def _split(data: pd.DataFrame, by: str | None) -> pd.Series:
+    if by is None:
+        return pd.Series("all courses", index=data.index, dtype=object)
+    if by not in data:
+        raise ValueError(f"cannot split recurrence by {by!r}: give groups= for 'group'")
+    return data[by].astype("string").fillna("(not recorded)").astype(object)
+
+
+def _group_order(names: Any) -> list[str]:
+    return sorted(set(names), key=lambda v: (v != FOLLOWED, v != NOT_FOLLOWED, str(v)))
+
+
 def recurrence(audit: Any, windows: pd.DataFrame, by: str | None = None,
                groups: pd.DataFrame | None = None, level: float = 0.95,
                at_days: float = 365) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -1095,40 +1435,41 @@ def recurrence(audit: Any, windows: pd.DataFrame, by: str | None = None,
 
     `by`: None (all courses), "operator", "clinic" or "group" (needs `groups` from
     compliance_groups). Returns (km: stats.kaplan_meier table per group with a
-    ``group`` column, log-log interval; summary: one row per group with courses,
-    events, censored, median_days (None when the curve never reaches 0.5) and its
-    interval, the recurrence-free share at `at_days` with interval, and the log-rank p
-    across groups).
+    ``group`` column, log-log interval; summary: one row per group with courses (those
+    with a recurrence assessment, the curve's), events, censored, median_days (None
+    when the curve never reaches 0.5) and its interval, the recurrence-free share at
+    `at_days` with interval, and how complete the follow-up is: courses_all (every
+    audited course of the group), assessed_share (courses / courses_all) with its
+    Wilson interval; and the log-rank p across groups).
     """
     data = recurrence_data(audit, windows, groups)
+    key = _split(data, by)
+    every = _course_key(audit, by, groups) if "course_id" in audit.courses else None
+    names = _group_order(list(key) + (list(every) if every is not None else []))
     if by is None:
-        key = pd.Series("all courses", index=data.index)
-    else:
-        if by not in data:
-            raise ValueError(f"cannot split recurrence by {by!r}: give groups= for 'group'")
-        key = data[by].astype("string").fillna("(not recorded)")
+        names = ["all courses"]
     kms, rows = [], []
-    for name in sorted(key.unique(), key=lambda v: (v != FOLLOWED, str(v))):
-        sub = data[(key == name).to_numpy()]
+    for name in names:
+        sub = data[(key == name).to_numpy(dtype=bool)]
         km = kaplan_meier(sub["duration_days"], sub["event"], level)
         km.insert(0, "group", name)
-        kms.append(km)
+        if len(sub):
+            kms.append(km)
         m_lo, m_hi = _median_ci_from_km(km)
         s, s_lo, s_hi = _surv_at(km, at_days)
+        n_all = int((every == name).sum()) if every is not None else len(sub)
+        a_lo, a_hi = wilson_ci(len(sub), n_all, level) if n_all else (math.nan, math.nan)
         rows.append({"group": name, "courses": len(sub), "events": int(sub["event"].sum()),
                      "censored": int((~sub["event"]).sum()), "median_days": km_median(km),
                      "median_ci_low": m_lo, "median_ci_high": m_hi,
                      "followup_median_days": float(sub["duration_days"].median())
                      if len(sub) else math.nan,
                      "at_days": at_days, "recurrence_free": s,
-                     "recurrence_free_ci_low": s_lo, "recurrence_free_ci_high": s_hi})
-    summary = pd.DataFrame(rows, columns=[
-        "group", "courses", "events", "censored", "median_days", "median_ci_low",
-        "median_ci_high", "followup_median_days", "at_days", "recurrence_free",
-        "recurrence_free_ci_low", "recurrence_free_ci_high"])
-    if summary.empty:
-        summary.loc[0] = ["all courses", 0, 0, 0, None, None, None, math.nan, at_days,
-                          math.nan, math.nan, math.nan]
+                     "recurrence_free_ci_low": s_lo, "recurrence_free_ci_high": s_hi,
+                     "courses_all": n_all,
+                     "assessed_share": len(sub) / n_all if n_all else math.nan,
+                     "assessed_ci_low": a_lo, "assessed_ci_high": a_hi})
+    summary = pd.DataFrame(rows, columns=_RECURRENCE_COLUMNS)
     lr = (logrank_test(data["duration_days"], data["event"], key) if by is not None
           else {"p": math.nan})
     summary["logrank_p"] = lr["p"]
@@ -1136,6 +1477,160 @@ def recurrence(audit: Any, windows: pd.DataFrame, by: str | None = None,
               pd.DataFrame(columns=["group", "time", "at_risk", "events", "survival",
                                     "ci_low", "ci_high"]))
     return km_all, summary
+
+
+_RECURRENCE_COLUMNS = [
+    "group", "courses", "events", "censored", "median_days", "median_ci_low",
+    "median_ci_high", "followup_median_days", "at_days", "recurrence_free",
+    "recurrence_free_ci_low", "recurrence_free_ci_high", "courses_all", "assessed_share",
+    "assessed_ci_low", "assessed_ci_high"]
+
+
+def recurrence_followup_text(summary: pd.DataFrame) -> str:
+    """One line: how many courses have any recurrence assessment (first row of a
+    recurrence summary), with the Wilson interval of the share."""
+    r = summary.iloc[0]
+    n_all = int(r["courses_all"])
+    if n_all == 0:
+        return "No courses to follow up."
+    return (f"{int(r['courses'])} of {n_all} courses ({_fmt(100 * r['assessed_share'], 1)} %, "
+            f"95 % CI {_fmt(100 * r['assessed_ci_low'], 1)}–"
+            f"{_fmt(100 * r['assessed_ci_high'], 1)} %) have at least one assessment after "
+            "the course recording recurrence (yes or no); only these enter the curves.")
+
+
+#: Event codes of the competing-risks recurrence data (stats.cumulative_incidence).
+CENSORED, RECURRENCE, NEW_COURSE = 0, 1, 2
+#: Why a new course competes with recurrence, in one sentence (notebook and chart).
+COMPETING_WHY = ("A new course in the same area usually follows loss of the regrowth, so "
+                 "censoring a course when the next one starts is informative (it hides "
+                 "courses about to recur); the cumulative incidence counts the new course "
+                 "as a competing event instead of pretending it was followed further.")
+
+
+def next_course_days(audit: Any) -> pd.Series:
+    """Days from each course's last session to the first session of the patient's next
+    course for the same indication and area (nan when there is none); index course_id."""
+    c = audit.courses
+    first = pd.to_datetime(c["first_date"])
+    last = pd.to_datetime(c["last_date"])
+    key = [c["patient_id"].astype("string").fillna(""),
+           c["indication"].astype("string").fillna(""), c["area"].astype("string").fillna("")]
+    order = pd.DataFrame({"k0": key[0], "k1": key[1], "k2": key[2], "first": first})
+    order = order.sort_values(["k0", "k1", "k2", "first"], kind="stable")
+    nxt = order.groupby(["k0", "k1", "k2"], sort=False)["first"].shift(-1)
+    days = (nxt.reindex(c.index) - last).dt.days.astype("float64")
+    return pd.Series(days.to_numpy(), index=c["course_id"].astype("string").to_numpy(
+        dtype=object))
+
+
+def recurrence_competing_data(audit: Any, windows: pd.DataFrame,
+                              groups: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The courses of recurrence_data, with the start of a new course as a competing event.
+
+    Why: re-treatment follows regrowth loss, so a course whose patient starts the next
+    course (same indication and area) before any recurrence was noted is not "still
+    recurrence-free"; its follow-up ends there for a reason tied to the outcome.
+    ``cause``: 1 (RECURRENCE) at the first assessment noting it; else 2 (NEW_COURSE) at
+    the first session of the next course; else 0 (CENSORED) at the last assessment
+    recording no recurrence (as in recurrence_data). A recurrence noted after the next
+    course began counts as the new course (it came first). ``time_days`` is the time of
+    that cause; the other columns are recurrence_data's.
+    """
+    data = recurrence_data(audit, windows, groups)
+    nxt = next_course_days(audit).reindex(data["course_id"]).to_numpy(dtype="float64")
+    t = data["duration_days"].to_numpy(dtype="float64")
+    ev = data["event"].to_numpy(dtype=bool)
+    has_next = ~np.isnan(nxt)
+    rec_first = ev & (~has_next | (t <= np.nan_to_num(nxt, nan=np.inf)))
+    new_first = ~rec_first & has_next
+    cause = np.where(rec_first, RECURRENCE, np.where(new_first, NEW_COURSE, CENSORED))
+    out = data.copy()
+    out.insert(3, "cause", cause.astype("int64"))
+    out.insert(4, "time_days", np.where(new_first, nxt, t))
+    out.insert(5, "next_course_days", nxt)
+    return out
+
+
+def _value_at(times: np.ndarray, values: np.ndarray, day: float, start: float) -> float:
+    """A right-continuous step function at `day`; nan past the last observed time."""
+    if times.size == 0 or times.max() < day:
+        return math.nan
+    i = np.searchsorted(times, day, side="right") - 1
+    return start if i < 0 else float(values[i])
+
+
+def recurrence_cif(audit: Any, windows: pd.DataFrame, by: str | None = None,
+                   groups: pd.DataFrame | None = None, level: float = 0.95,
+                   at_days: float = 365) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cumulative incidence of recurrence with a new course as competing event, per group.
+
+    stats.cumulative_incidence (Aalen–Johansen, log(−log) delta-method interval) on
+    recurrence_competing_data. Returns (cif: its table per group with a ``group``
+    column and ``new_course_cif``, the cumulative incidence of the competing event at
+    the same times; summary: one row per group with courses, recurrences, new_courses,
+    censored, at_days, cif (recurrence by `at_days`) with ci_low/ci_high,
+    new_course_cif at `at_days`, and km_cumulative = 1 − Kaplan–Meier at `at_days`
+    of recurrence() on the same courses (new courses censored at the last assessment),
+    which over-states the risk when re-treatment is common). Values at `at_days` are
+    nan when no course was followed that long.
+    """
+    data = recurrence_competing_data(audit, windows, groups)
+    key = _split(data, by)
+    tables, rows = [], []
+    for name in _group_order(key) if len(data) else []:
+        sub = data[(key == name).to_numpy(dtype=bool)]
+        t = sub["time_days"].to_numpy(dtype="float64")
+        c = sub["cause"].to_numpy(dtype="int64")
+        cif = cumulative_incidence(t, c, level)
+        swap = np.select([c == RECURRENCE, c == NEW_COURSE], [NEW_COURSE, RECURRENCE], 0)
+        cif["new_course_cif"] = cumulative_incidence(t, swap, level)["cif"].to_numpy()
+        cif.insert(0, "group", name)
+        tables.append(cif)
+        times = cif["time"].to_numpy(dtype="float64")
+        km = kaplan_meier(sub["duration_days"], sub["event"], level)
+        surv, _, _ = _surv_at(km, at_days)
+        rows.append({
+            "group": name, "courses": len(sub),
+            "recurrences": int((c == RECURRENCE).sum()),
+            "new_courses": int((c == NEW_COURSE).sum()),
+            "censored": int((c == CENSORED).sum()), "at_days": at_days,
+            "cif": _value_at(times, cif["cif"].to_numpy(), at_days, 0.0),
+            "ci_low": _value_at(times, cif["ci_low"].to_numpy(), at_days, 0.0),
+            "ci_high": _value_at(times, cif["ci_high"].to_numpy(), at_days, 0.0),
+            "new_course_cif": _value_at(times, cif["new_course_cif"].to_numpy(), at_days,
+                                        0.0),
+            "km_cumulative": 1 - surv})
+    cols = ["group", "time", "at_risk", "events", "competing", "cif", "ci_low", "ci_high",
+            "new_course_cif"]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=cols)
+    summary = pd.DataFrame(rows, columns=[
+        "group", "courses", "recurrences", "new_courses", "censored", "at_days", "cif",
+        "ci_low", "ci_high", "new_course_cif", "km_cumulative"])
+    return table[cols], summary
+
+
+def format_recurrence_cif(summary: pd.DataFrame) -> pd.DataFrame:
+    """The recurrence_cif summary as printed: percentages with intervals, "–" for none."""
+    def pct(x: Any) -> str:
+        v = _fmt(100 * float(x), 1) if _fmt(x) != "–" else "–"
+        return v if v == "–" else f"{v} %"
+
+    days = float(summary["at_days"].iloc[0]) if len(summary) else 365.0
+    when = "1 year" if days == 365 else f"{days:g} days"
+    return pd.DataFrame({
+        "courses": summary["group"].astype(str),
+        "n": summary["courses"].astype(int).astype(str),
+        "recurrences": summary["recurrences"].astype(int).astype(str),
+        "new course first": summary["new_courses"].astype(int).astype(str),
+        "censored": summary["censored"].astype(int).astype(str),
+        f"recurrence by {when}, CIF (95 % CI)": [
+            pct(c) if pct(lo) == "–" else f"{pct(c)} ({pct(lo)} to {pct(hi)})"
+            for c, lo, hi in zip(summary["cif"], summary["ci_low"], summary["ci_high"],
+                                 strict=True)],
+        f"new course by {when}, CIF": [pct(x) for x in summary["new_course_cif"]],
+        f"1 − Kaplan–Meier by {when}": [pct(x) for x in summary["km_cumulative"]],
+    })
 
 
 def at_risk_at(km: pd.DataFrame, times: Sequence[float]) -> np.ndarray:
