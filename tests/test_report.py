@@ -14,7 +14,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from outcomes.notebooks import NOTEBOOKS
+from outcomes.notebooks import REPORT_NOTEBOOKS
 from outcomes.sample import write_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def run_report(*args: str, env: dict | None = None, cwd: Path | None = None):
 
 def headings(level: str = "## ") -> list[str]:
     out = []
-    for name in NOTEBOOKS:
+    for name in REPORT_NOTEBOOKS:
         nb = json.loads((NB_DIR / f"{name}.ipynb").read_text(encoding="utf-8"))
         for cell in nb["cells"]:
             if cell["cell_type"] == "markdown":
@@ -139,6 +139,79 @@ def test_report_html_is_complete_and_standalone(sample_report):
     assert "sessions.csv" in page and "outcomes.csv" in page
 
 
+def test_the_pack_opens_with_the_scorecard(sample_report):
+    """Every criterion title and its status come before the first chart."""
+    from outcomes.protocol import load_protocol
+
+    out, _, _ = sample_report
+    page = (out / "report.html").read_text(encoding="utf-8")
+    first_chart = page.index("<img ")
+    card = page[:first_chart]
+    assert 'class="scorecard"' in card
+    for c in load_protocol().criteria:
+        row = card[card.index(html.escape(c.title)):]
+        assert 'class="status' in row[:row.index("</tr>")], c.id
+    assert "Headline outcomes" in card and "Adverse events" in card
+
+
+def test_the_pack_is_meeting_material_only(sample_report):
+    """No research export, no JSON for tools, no pandas leftovers, unique ids, real alt."""
+    out, _, _ = sample_report
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for gone in ("Research export", "data dictionary", "The same numbers for", "manifest"):
+        assert gone not in page, gone
+    text = re.sub(r"<[^>]+>", " ", re.sub(r'src="data:[^"]+"', "", page))
+    for bad in ("NaN", "NaT", "None", "<NA>"):
+        assert not re.search(rf"(?<![\w]){re.escape(bad)}(?![\w])", text), bad
+    assert not re.search(r"…\s*</td>", page)  # no cell cut short
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    assert not re.search(r"<h\d[^>]*id=[^>]*id=", page)
+    alts = re.findall(r'<img alt="([^"]*)"', page)
+    assert alts and all(a.startswith("Chart: ") and "Figure size" not in a for a in alts)
+    assert "<th></th><th>0</th>" not in page  # no row-number index column
+
+
+def test_pdf_is_a4_and_at_most_30_pages(sample_report):
+    out, res, _ = sample_report
+    pdf = out / "report.pdf"
+    if not pdf.exists():
+        assert "no Chromium found" in res.stderr
+        pytest.skip("no Chromium here: .ci/run installs the Debian package")
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    pages = _pdf_pages(pdf)
+    assert 1 <= pages <= 30, pages
+    sizes = set(re.findall(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", data))
+    assert sizes and all(abs(float(w) - 595) < 2 and abs(float(h) - 842) < 2 for w, h in sizes)
+
+
+def _pdf_pages(pdf: Path) -> int:
+    """Pages of a PDF: pdfinfo when installed, else the page objects counted."""
+    if shutil.which("pdfinfo"):
+        info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True,
+                              check=True).stdout
+        return int(re.search(r"Pages:\s+(\d+)", info).group(1))
+    return len(re.findall(rb"/Type\s*/Page(?!s)", pdf.read_bytes()))
+
+
+def test_one_feedback_file_per_clinician_naming_no_other(sample_report):
+    import pandas as pd
+
+    out, _, _ = sample_report
+    sessions = pd.read_csv(SAMPLE / "sessions.csv", dtype=str)
+    names = sorted(set(sessions["operator"].dropna()))
+    pages = sorted((out / "clinicians").glob("*.html"))
+    assert len(pages) == len(names)
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        mine = [n for n in names if html.escape(n) in text]
+        assert len(mine) == 1, (page.name, mine)
+        assert "<img alt=\"Chart: " in text
+    if (out / "report.pdf").exists():
+        assert len(list((out / "clinicians").glob("*.pdf"))) == len(names)
+
+
 def test_workbook_beside_the_report(sample_report):
     out, _, _ = sample_report
     wb = openpyxl.load_workbook(out / "audit.xlsx", read_only=True)
@@ -187,3 +260,81 @@ def test_data_with_nothing_to_audit_is_one_sentence(tmp_path):
     assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
     assert "none of the 2 sessions" in res.stderr and "acne (2)" in res.stderr
     assert "--protocol" in res.stderr and not (tmp_path / "r" / "report.html").exists()
+
+
+def test_data_values_are_escaped_in_every_html_output(tmp_path):
+    """A clinician named like a script reaches the pages as text, never as markup."""
+    import pandas as pd
+
+    data = tmp_path / "data"
+    write_sample(data, patients=40, seed=3)
+    sessions = pd.read_csv(data / "sessions.csv", dtype=str, keep_default_na=False)
+    payload = "<img src=x onerror=prompt(7)>"
+    first = sessions["operator"].iloc[0]
+    sessions.loc[sessions["operator"] == first, "operator"] = payload
+    sessions.to_csv(data / "sessions.csv", index=False)
+    res = run_report(str(data), "--out", str(tmp_path / "r"))
+    assert res.returncode == 0, res.stderr
+    pages = [tmp_path / "r" / "report.html", *(tmp_path / "r" / "clinicians").glob("*.html")]
+    assert len(pages) > 2
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert "<img src=x" not in text and "onerror=prompt" not in text.replace(
+            "&lt;img src=x onerror=prompt(7)&gt;", ""), page.name
+    assert "&lt;img src=x onerror=prompt(7)&gt;" in pages[0].read_text(encoding="utf-8")
+
+
+CHECK = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  const out = document.createElement('pre');
+  out.id = 'outcomes-check';
+  out.textContent = JSON.stringify({images: imgs.length, broken: broken,
+    scroll: document.documentElement.scrollWidth, width: window.innerWidth});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_report_in_headless_chromium(sample_report, tmp_path):
+    """The page as a browser shows it at 1280 px: every image loads, nothing overflows
+    sideways, no console error."""
+    from outcomes.report import chromium
+
+    exe = chromium()
+    if exe is None:
+        pytest.skip("no Chromium here: .ci/run installs the Debian package chromium")
+    out, _, _ = sample_report
+    page = (out / "report.html").read_text(encoding="utf-8")
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", CHECK + "</body>"), encoding="utf-8")
+    res = subprocess.run(
+        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900",
+         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", "--dump-dom",
+         probe.as_uri()], capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    found = re.search(r'<pre id="outcomes-check">(.*?)</pre>', res.stdout)
+    assert found, res.stdout[-500:]
+    check = json.loads(html.unescape(found.group(1)))
+    assert check["images"] >= 20 and check["broken"] == 0
+    assert check["scroll"] <= check["width"], check
+    console = [ln for ln in res.stderr.splitlines() if "CONSOLE" in ln]
+    assert not [ln for ln in console if "error" in ln.lower() or "Uncaught" in ln], console
+
+
+def test_workbook_opens_in_libreoffice(sample_report, tmp_path):
+    """LibreOffice converts audit.xlsx (headless) without an error."""
+    exe = shutil.which("soffice") or shutil.which("libreoffice")
+    if exe is None:
+        pytest.skip("no LibreOffice here: .ci/run installs the Debian package libreoffice-calc")
+    out, _, _ = sample_report
+    res = subprocess.run([exe, "--headless", f"-env:UserInstallation={(tmp_path / 'lo').as_uri()}",
+                          "--convert-to", "pdf", "--outdir", str(tmp_path),
+                          str(out / "audit.xlsx")], capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert res.returncode == 0, res.stderr
+    pdf = tmp_path / "audit.pdf"
+    assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")

@@ -80,10 +80,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="counts 1..N-1 in aggregate tables are shown as <N (default 8)")
     e.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
 
-    r = sub.add_parser("report", help="run the notebooks and write report.html and audit.xlsx")
-    r.add_argument("data_dir", nargs="?", default="data/sample", metavar="DATA_DIR")
-    r.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
-    r.add_argument("--out", default="report", metavar="DIR")
+    r = sub.add_parser("report", help="write the meeting pack: report.html, report.pdf, "
+                       "audit.xlsx")
+    r.add_argument("data_dir", nargs="?", default=None, metavar="DATA_DIR",
+                   help="folder of sessions.* (and outcomes.*) exports, each with an optional "
+                   "NAME.mapping.toml beside it (default: the bundled sample data)")
+    r.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE",
+                   help="a shipped protocol id or a protocol .toml file "
+                   "(default: flexsys-hair-regrowth)")
+    r.add_argument("--out", default="report", metavar="DIR",
+                   help="folder to write the report into (default: report)")
+    r.add_argument("--period", default="quarter", choices=["quarter", "month", "year"],
+                   help="the scorecard compares the latest period with the one before "
+                   "(default: quarter)")
     for command in (v, s, a, e, r):  # a mistyped flag is answered with its command's usage
         command.set_defaults(command_parser=command)
     return p
@@ -357,10 +366,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from outcomes.report import build_report
+    from outcomes.study import SAMPLE
 
-    result = build_report(args.data_dir, args.protocol, args.out)
+    result = build_report(args.data_dir or SAMPLE, args.protocol, args.out,
+                          period=args.period)
     print(f"report written to {result.html}")
+    if result.pdf is not None:
+        print(f"PDF written to {result.pdf}")
     print(f"workbook written to {result.workbook}")
+    pages = [p for p in result.clinicians if p.suffix == ".html"]
+    print(f"{len(pages)} clinician feedback page(s) written to {Path(args.out) / 'clinicians'}")
     print(f"({result.timings['total']:.1f} s)")
     return 0
 

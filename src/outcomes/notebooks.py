@@ -12,15 +12,20 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from outcomes.errors import OutcomesError
+
 if TYPE_CHECKING:  # nbformat takes a second to import; the CLI loads it only for reports
     import nbformat
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-NOTEBOOKS = ["01_data_quality", "02_protocol_compliance", "03_patient_outcomes",
-             "04_research_export"]
+NOTEBOOKS = ["00_scorecard", "01_data_quality", "02_protocol_compliance",
+             "03_patient_outcomes", "04_research_export"]
+#: The meeting pack: scorecard first, data quality last; the research export stays out.
+REPORT_NOTEBOOKS = ["00_scorecard", "02_protocol_compliance", "03_patient_outcomes",
+                    "01_data_quality"]
 
 
-class NotebookError(Exception):
+class NotebookError(OutcomesError):
     """A notebook failed; the message names the notebook and the cell."""
 
 

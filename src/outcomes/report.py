@@ -9,8 +9,11 @@ it. Outputs are written whole or not at all.
 from __future__ import annotations
 
 import html
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,8 +27,9 @@ from nbconvert.filters import markdown2html_mistune
 from outcomes import __version__
 from outcomes.audit import write_audit
 from outcomes.dataset import Dataset
+from outcomes.feedback import write_clinician_pages
 from outcomes.files import write_atomic
-from outcomes.notebooks import NOTEBOOKS, NotebookError, execute_notebook, notebook_dir
+from outcomes.notebooks import REPORT_NOTEBOOKS, NotebookError, execute_notebook, notebook_dir
 from outcomes.progress import Progress
 from outcomes.protocol import Protocol, load_protocol
 from outcomes.study import open as open_study
@@ -36,15 +40,37 @@ body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;max-
 margin:2em auto;padding:0 1.5em;color:#1a1a1a;line-height:1.45}
 h1{border-bottom:3px solid #0072B2;padding-bottom:.2em;margin-top:2.2em}
 h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.15em}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em;display:block;
-overflow-x:auto;max-width:100%}
-th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
+h3{margin-top:1.4em}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.86em;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top;
+overflow-wrap:anywhere}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
+td{white-space:normal}
 img{max-width:100%;height:auto;display:block;margin:.6em 0 1.4em}
 .meta td{text-align:left}.meta{font-size:.9em}
 nav{background:#f7f7f7;border:1px solid #e2e2e2;padding:.6em 1.2em;margin:1em 0}
-nav ol{margin:.2em 0}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em}
-.note{color:#555;font-size:.9em}
+nav ol{margin:.2em 0}pre{background:#f7f7f7;padding:.6em;white-space:pre-wrap;font-size:.85em}
+.note,.small{color:#555;font-size:.85em}
+.scorecard td:first-child{max-width:22em}.scorecard th{overflow-wrap:normal;white-space:nowrap}
+.status{display:inline-block;padding:.05em .45em;border-radius:.3em;font-weight:600;
+white-space:nowrap}
+.status.ok{background:#d9ecf7;color:#00466e}.status.bad{background:#f9dccb;color:#7a2e00}
+.status.warn{background:#fbeed0;color:#6b4a00}.status.none{background:#eee;color:#444}
+@page{size:A4;margin:14mm 12mm}
+@media print{
+body{max-width:none;margin:0;padding:0;font-size:9pt;line-height:1.3}
+header h1{margin-top:.2em}h1{margin-top:.6em;font-size:16pt}h2{font-size:13pt;margin-top:1em}
+h3{font-size:11pt;margin-top:.8em}
+nav{display:none}
+section.notebook{break-before:page}
+section.notebook.first{break-before:auto}
+h1,h2,h3{break-after:avoid}
+tr,img{break-inside:avoid}
+table{font-size:7.5pt;margin:.3em 0 .6em}
+th,td{padding:.1em .35em}
+img{max-height:85mm;width:auto;max-width:100%;margin:.3em 0 .6em}
+a{color:inherit;text-decoration:none}
+}
 """
 
 
@@ -54,6 +80,8 @@ class ReportResult:
 
     html: Path
     workbook: Path
+    pdf: Path | None
+    clinicians: list[Path]
     timings: dict[str, float]
 
 
@@ -106,8 +134,9 @@ def _render_output(out: dict[str, Any]) -> str:
         return f'<img alt="{alt}" src="data:image/png;base64,{data["image/png"].strip()}">'
     if "text/html" in data:
         return "".join(data["text/html"])
-    if "text/markdown" in data:
-        return markdown2html_mistune("".join(data["text/markdown"]))
+    if "text/markdown" in data:  # our Markdown never means raw HTML: data values stay text
+        text = "".join(data["text/markdown"]).replace("&", "&amp;").replace("<", "&lt;")
+        return markdown2html_mistune(text)
     if "text/plain" in data:
         return f"<pre>{html.escape(''.join(data['text/plain']))}</pre>"
     return ""
@@ -130,18 +159,20 @@ def _meta_table(ds: Dataset, protocol: Protocol, data_dir: Path) -> str:
 
 
 def build_report(data_dir: str | Path = "data/sample", protocol: str | Path = "flexsys-hair-regrowth",
-                 out_dir: str | Path = "report", progress: bool | None = None) -> ReportResult:
-    """Execute the notebooks on DATA_DIR and write OUT/report.html and OUT/audit.xlsx."""
+                 out_dir: str | Path = "report", progress: bool | None = None,
+                 period: str = "quarter") -> ReportResult:
+    """Execute the notebooks on DATA_DIR and write OUT/report.html, report.pdf (when a
+    Chromium is installed) and audit.xlsx."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     data_dir = Path(data_dir).resolve()
     out = Path(out_dir).resolve()
     proto = load_protocol(protocol)
     folder = notebook_dir()
-    missing = [n for n in NOTEBOOKS if not (folder / f"{n}.ipynb").is_file()]
+    missing = [n for n in REPORT_NOTEBOOKS if not (folder / f"{n}.ipynb").is_file()]
     if missing:
         raise NotebookError(f"notebook {missing[0]}.ipynb is missing from {folder}")
-    bar = Progress(len(NOTEBOOKS) + 2, "report", enabled=progress)
+    bar = Progress(len(REPORT_NOTEBOOKS) + 3, "report", enabled=progress)
     study = open_study(data_dir, proto)  # loaded and audited once, for every notebook
     ds = study.dataset
     out.mkdir(parents=True, exist_ok=True)
@@ -158,38 +189,91 @@ def build_report(data_dir: str | Path = "data/sample", protocol: str | Path = "f
     try:
         saved = study.save(private / "study.pickle")
         params = {"DATA_DIR": str(data_dir), "PROTOCOL": protocol_arg, "OUT_DIR": str(out),
-                  "SAVED": str(saved)}
-        for name in NOTEBOOKS:
+                  "SAVED": str(saved), "PERIOD": period}
+        for name in REPORT_NOTEBOOKS:
             t = time.perf_counter()
             nb = execute_notebook(folder / f"{name}.ipynb", params, cwd=out)
             try:
                 body, heads = render_notebook(nb, used)
             except NotebookError as exc:
                 raise NotebookError(f"notebook {name}.ipynb: {exc}") from None
-            bodies.append(f'<section class="notebook">{body}</section>')
+            first = " first" if not bodies else ""
+            bodies.append(f'<section class="notebook{first}">{body}</section>')
             toc += heads
             timings[name] = time.perf_counter() - t
             bar.step(name)
     finally:
         shutil.rmtree(private, ignore_errors=True)
     title = f"Protocol audit and outcomes — {proto.title}"
+    made = pd.Timestamp.now().strftime("%d %b %Y")
     nav = _contents(toc)
     doc = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-           f"<header><h1 id=\"top\">{html.escape(title)}</h1>"
-           f"<p class=\"note\">For the quality review meeting. Made from the data below; every "
-           f"flagged session names the file and row it came from. The Excel workbook "
-           f"<code>audit.xlsx</code> beside this file holds the same compliance tables and "
-           f"the full list of flagged sessions.</p>"
-           f"{_meta_table(ds, proto, data_dir)}</header>{nav}{''.join(bodies)}"
-           f"<footer class=\"note\"><p>outcomes {__version__} · protocol {proto.id} "
-           f"v{proto.version}</p></footer></body></html>")
+           f"<header><p class=\"note\">Quality review meeting · {html.escape(made)} · "
+           f"data to {html.escape(str(study.audit.info.get('data_end') or '—'))}</p>"
+           f"<h1 id=\"top\">{html.escape(title)}</h1></header>"
+           f"{bodies[0]}{nav}{''.join(bodies[1:])}"
+           f"<section class=\"notebook\"><h1 id=\"about\">About this report</h1>"
+           f"<p class=\"note\">Made from the data below; every flagged session names the "
+           f"file and row it came from. The Excel workbook <code>audit.xlsx</code> beside "
+           f"this file holds the compliance tables and the flagged sessions.</p>"
+           f"{_meta_table(ds, proto, data_dir)}</section>"
+           f"<footer class=\"note\"><p>outcomes {__version__} · protocol "
+           f"{html.escape(proto.id)} v{html.escape(proto.version)}</p></footer></body></html>")
     path = write_atomic(out / "report.html", lambda p: p.write_text(doc, encoding="utf-8"))
     bar.step("report.html")
+    pdf = print_pdf(path, out / "report.pdf")
+    clinicians = write_clinician_pages(study, out, pdf=pdf is not None)
+    bar.step("report.pdf and clinicians/")
     bar.close()
     timings["total"] = time.perf_counter() - t0
-    return ReportResult(html=path, workbook=workbook, timings=timings)
+    return ReportResult(html=path, workbook=workbook, pdf=pdf, clinicians=clinicians,
+                        timings=timings)
+
+
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def chromium() -> str | None:
+    """The installed Chromium (the Debian package `chromium`), or None."""
+    found = os.environ.get("OUTCOMES_CHROMIUM")
+    if found:
+        return found if shutil.which(found) else None
+    return next((p for p in map(shutil.which, CHROMIUM) if p), None)
+
+
+def print_pdf(page: Path, pdf: Path, timeout: int = 300, quiet: bool = False) -> Path | None:
+    """Print an HTML file to an A4 PDF with headless Chromium (whole or not at all).
+
+    Without a Chromium, or when it fails, one sentence on stderr says so and None is
+    returned: the HTML report stands on its own.
+    """
+    exe = chromium()
+    if exe is None:
+        if quiet:
+            return None
+        print("outcomes report: report.pdf not written: no Chromium found (install the "
+              "Debian package chromium); report.html is complete", file=sys.stderr)
+        return None
+    with tempfile.TemporaryDirectory(prefix="outcomes-pdf-") as profile:
+        def run(tmp: Path) -> None:
+            res = subprocess.run(
+                [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-extensions", f"--user-data-dir={profile}",
+                 "--no-pdf-header-footer", f"--print-to-pdf={tmp}",
+                 page.resolve().as_uri()],
+                capture_output=True, text=True, timeout=timeout, check=False)
+            if res.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+                raise RuntimeError(f"Chromium exited with {res.returncode}")
+
+        try:
+            return write_atomic(pdf, run)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"outcomes report: report.pdf not written: {exc}; report.html is complete",
+                  file=sys.stderr)
+            return None
 
 
 def _contents(toc: list[tuple[int, str, str]]) -> str:

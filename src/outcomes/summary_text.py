@@ -213,6 +213,27 @@ def section_table(by_operator: pd.DataFrame, summary: pd.DataFrame,
     return out
 
 
+def criterion_table(by_operator: pd.DataFrame, summary: pd.DataFrame,
+                    criterion: str) -> pd.DataFrame:
+    """One criterion's compliance, all clinicians and each: a short table (clinicians as
+    columns) that fits beside the criterion's chart."""
+    s = summary.set_index(summary["criterion"].astype(str)).loc[criterion]
+    d = by_operator[by_operator["criterion"].astype(str) == criterion]
+    cols = {"All clinicians": s}
+    cols.update({str(r["operator"]): r for _, r in d.iterrows()})
+
+    def pct(r: pd.Series) -> str:
+        return "—" if not np.isfinite(r["percent"]) else f"{r['percent']:.0f} %"
+
+    out = pd.DataFrame({
+        "": [f"Compliant (target {s['target']:g} %)", "Eligible", "Deviations",
+             "Not documented"],
+        **{name: [pct(r), f"{int(r['eligible']):,}", f"{int(r['deviations']):,}",
+                  f"{int(r['missing']):,}"] for name, r in cols.items()},
+    })
+    return out
+
+
 def clinician_outliers(audit: Audit, which: str = "below") -> pd.DataFrame:
     """Clinicians who differ from the others on a step by more than chance, allowing for
     every clinician and step compared (funnel plot, Benjamini–Hochberg q < 0.05);
