@@ -376,3 +376,31 @@ def test_reaudit_p_and_q_values():
     assert out.loc["a", "change"] == "improved" and out.loc["b", "change"] == "no clear change"
     assert out.loc["c", "change"] == ("worse" if out.loc["c", "q_value"] < 0.05
                                       else "no clear change")
+
+
+def test_compare_to_an_export_contained_in_the_new_one(tmp_path):
+    """Sessions in both exports are one session: 'after' is only what the earlier export
+    did not have, and the table names files, periods and n."""
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    full = pd.read_csv(sample / "sessions.csv", dtype=str, keep_default_na=False)
+    old = full[full["session_date"] < "2026-01-01"]
+    old.to_csv(tmp_path / "sessions-2025.csv", index=False)
+    res = subprocess.run([sys.executable, "-m", "outcomes", "audit",
+                          str(sample / "sessions.csv"), "--compare-to",
+                          str(tmp_path / "sessions-2025.csv"), "--json"],
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = {r["criterion"]: r for r in json.loads(res.stdout)["comparison"]}
+    before = subprocess.run([sys.executable, "-m", "outcomes", "audit",
+                             str(tmp_path / "sessions-2025.csv"), "--json"],
+                            check=False, capture_output=True, text=True, timeout=300)
+    assert before.returncode == 0, before.stderr
+    whole = {c["id"]: c for c in json.loads(before.stdout)["criteria"]}
+    r = rows["start_energy"]
+    assert r["before_eligible"] == whole["start_energy"]["eligible"]
+    assert r["before_file"] == "sessions-2025.csv" and r["after_file"] == "sessions.csv"
+    new = full[full["session_date"] >= "2026-01-01"]
+    # every new session that is audited counts once, none of the old ones again
+    assert r["after_eligible"] <= len(new) and r["after_sessions"] == r["after_eligible"]
+    assert r["shared_sessions"] + r["after_sessions"] >= r["before_sessions"]
+    assert r["after_period"] >= "2026-01-01"

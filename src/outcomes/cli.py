@@ -245,6 +245,7 @@ def _date_arg(value: str | None, flag: str) -> pd.Timestamp | None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from outcomes.audit import compare, run_audit, write_audit
+    from outcomes.audit.reaudit import compare_exports
     from outcomes.dataset import load_inputs
     from outcomes.protocol import load_protocol
 
@@ -270,7 +271,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         earlier = load_inputs(args.compare_to, None, args.mapping, progress=False if quiet
                               else None)
         before_audit = run_audit(earlier.sessions.data, protocol, ds.outcomes_data)
-        comparison = compare(before_audit.summary(), summary)
+        comparison, about = compare_exports(audit, before_audit, Path(args.sessions).name,
+                                            Path(args.compare_to).name)
+        comparison = comparison.assign(**about)
     if args.out:
         write_audit(audit, args.out, ds.files(), comparison, rejections=ds.rejections())
     if args.json:
@@ -336,9 +339,17 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
         lines.append(f"{r.criterion:<22}{r.eligible:>7,}{_pct(r.percent):>8}  {ci:<15}"
                      f"{r.target:>6.0f}%  {r.status:<13}{r.missing:>15,}")
     if not audit.has_outcomes:
-        lines.append("(no outcomes export given: final_assessment not evaluated)")
+        lines.append("(no outcomes export given: the outcome-assessment criteria are not "
+                     "evaluated)")
     if comparison is not None:
         lines.append("")
+        if "before_file" in comparison:
+            c0 = comparison.iloc[0]
+            lines.append(f"re-audit: before = {c0['before_file']} ({c0['before_period']}, "
+                         f"{c0['before_sessions']:,} sessions); after = the "
+                         f"{c0['after_sessions']:,} sessions of {c0['after_file']} that the "
+                         f"earlier export did not have ({c0['after_period']}); "
+                         f"{c0['shared_sessions']:,} sessions in both are counted once")
         lines.append(f"{'re-audit':<22}{'before':>8}{'after':>8}  {'change (95% CI)':<24}"
                      "verdict")
         for r in comparison.itertuples():
