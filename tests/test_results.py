@@ -422,7 +422,10 @@ def test_spearman_matches_scipy():
 
 def test_compliance_groups_hand(hand):
     audit, _, _ = hand
-    g = R.compliance_groups(audit).set_index("course_id")
+    # the protocol's key criteria are the default; these four exercise every level
+    key = ("start_energy", "interval", "course_length", "endpoint")
+    assert R.compliance_groups(audit)["group"].notna().all()
+    g = R.compliance_groups(audit, criteria=key).set_index("course_id")
     # A1: 25 mJ, intervals 31 and 28 days, endpoint each time, 3 sessions -> followed
     assert g.loc[A1, "group"] == R.FOLLOWED and g.loc[A1, "failed"] == ""
     # B1: second session at 35 mJ, 2 sessions in a completed course -> did not
@@ -433,7 +436,7 @@ def test_compliance_groups_hand(hand):
     assert g.loc[A2, "course_length"] == "not applicable"
     assert g.loc[A2, "endpoint"] == "not documented"
     assert g.loc[A2, "group"] == R.NOT_FOLLOWED
-    ex = R.compliance_groups(audit, missing="exclude").set_index("course_id")
+    ex = R.compliance_groups(audit, criteria=key, missing="exclude").set_index("course_id")
     assert pd.isna(ex.loc[A2, "group"]) and ex.loc[B1, "group"] == R.NOT_FOLLOWED
     with pytest.raises(ValueError, match="not in protocol"):
         R.compliance_groups(audit, criteria=("no_such_criterion",))
