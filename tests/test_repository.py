@@ -55,3 +55,52 @@ def test_gitignore_covers_outputs_and_keys_but_not_the_source():
         assert ignored(path), f".gitignore does not cover {path}"
     for path in TRACKED:
         assert not ignored(path), f".gitignore hides {path}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the sample data: the source tree's data/sample and the copy shipped in the package
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_packaged_sample_is_a_byte_identical_copy_of_data_sample():
+    from outcomes.study import PACKAGED_SAMPLE
+
+    source = _files(ROOT / "data" / "sample")
+    assert {"sessions.csv", "outcomes.csv", "de/sessions.xlsx",
+            "de/sessions.mapping.toml"} <= set(source)
+    assert _files(PACKAGED_SAMPLE) == source, (
+        "src/outcomes/sample_data/ differs from data/sample/: copy data/sample/ over it")
+
+
+def test_the_packaged_sample_is_package_data():
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["outcomes"]
+    package = ROOT / "src" / "outcomes"
+    shipped = {p.relative_to(package).as_posix() for pat in patterns for p in package.glob(pat)}
+    for name in _files(package / "sample_data"):
+        assert f"sample_data/{name}" in shipped, f"{name} is not in package-data"
+
+
+def test_sample_falls_back_to_the_packaged_copy(tmp_path):
+    """Installed without the source tree (no data/sample beside src/), the default data is
+    the copy inside the package; with it, the source tree's folder."""
+    from outcomes.study import PACKAGED_SAMPLE, SAMPLE, SOURCE_SAMPLE, sample_dir
+
+    assert SAMPLE.is_absolute() and (SAMPLE / "sessions.csv").is_file()
+    assert sample_dir() == SOURCE_SAMPLE
+    assert sample_dir(source=tmp_path / "data" / "sample") == PACKAGED_SAMPLE
+    assert (PACKAGED_SAMPLE / "sessions.csv").is_file()
+
+
+def test_the_default_data_does_not_depend_on_the_working_folder(tmp_path, monkeypatch):
+    import outcomes
+
+    monkeypatch.chdir(tmp_path)
+    study = outcomes.open()
+    assert study.files()["rows_loaded"].sum() > 0

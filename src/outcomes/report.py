@@ -32,6 +32,7 @@ from outcomes.files import write_atomic
 from outcomes.notebooks import REPORT_NOTEBOOKS, NotebookError, execute_notebook, notebook_dir
 from outcomes.progress import Progress
 from outcomes.protocol import Protocol, load_protocol
+from outcomes.study import SAMPLE
 from outcomes.study import open as open_study
 
 ANCHOR_LINK = re.compile(r'<a class="anchor-link"[^>]*>.*?</a>', re.DOTALL)
@@ -158,14 +159,14 @@ def _meta_table(ds: Dataset, protocol: Protocol, data_dir: Path) -> str:
     return f'<table class="meta">{cells}</table>'
 
 
-def build_report(data_dir: str | Path = "data/sample", protocol: str | Path = "flexsys-hair-regrowth",
+def build_report(data_dir: str | Path | None = None, protocol: str | Path = "flexsys-hair-regrowth",
                  out_dir: str | Path = "report", progress: bool | None = None,
                  period: str = "quarter") -> ReportResult:
-    """Execute the notebooks on DATA_DIR and write OUT/report.html, report.pdf (when a
-    Chromium is installed) and audit.xlsx."""
+    """Execute the notebooks on DATA_DIR (default: the sample data) and write
+    OUT/report.html, report.pdf (when a Chromium is installed) and audit.xlsx."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    data_dir = Path(data_dir).resolve()
+    data_dir = Path(data_dir if data_dir is not None else SAMPLE).resolve()
     out = Path(out_dir).resolve()
     proto = load_protocol(protocol)
     folder = notebook_dir()
