@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,30 @@ def test_a_source_key_outside_its_section_is_named(tmp_path):
     res = run("validate", str(p))
     assert res.returncode == 1
     assert "date_format is under [columns] but belongs under [source]" in res.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["report", "/nonexistent-outcomes-data"], "data folder /nonexistent-outcomes-data does not exist"),
+    (["audit", "missing.csv"], "missing.csv does not exist"),
+    (["export", "missing.csv", "--out", "x"], "missing.csv does not exist"),
+    (["report", "--protocol", "missing.toml"], "protocol file missing.toml does not exist"),
+])
+def test_a_missing_input_is_named_before_the_heavy_imports(args, message, tmp_path):
+    """The answer comes at once (pandas, the loader and Jupyter are not imported first)."""
+    started = time.perf_counter()
+    res = run(*args, cwd=tmp_path)
+    took = time.perf_counter() - started
+    assert res.returncode == 1 and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert took < 3, f"{took:.1f} s"
+    assert not (tmp_path / "report").exists()
+
+
+def test_help_and_a_missing_input_import_no_pandas():
+    """Timing on a loaded machine is noisy; what the command imports is not."""
+    code = ("import sys; from outcomes import cli; "
+            "rc = cli.main(['audit', 'missing.csv']); "
+            "print('pandas' in sys.modules, 'outcomes.load' in sys.modules, rc)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False, cwd=ROOT, timeout=120)
+    assert res.stdout.split() == ["False", "False", "1"], res.stdout + res.stderr

@@ -16,19 +16,42 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from outcomes import __version__
-from outcomes.errors import OutcomesError
+from outcomes.errors import LoadError, OutcomesError
 from outcomes.files import write_atomic
-from outcomes.load import LoadError, LoadResult, load, mapping_beside, read_mapping
 from outcomes.notebooks import NotebookError
+
+if TYPE_CHECKING:  # pandas and the loader take seconds to import: each command imports them
+    import pandas as pd  # after its arguments are checked, and --help never does
+
+    from outcomes.load import LoadResult
 
 
 class UsageError(Exception):
     """The command was called wrongly (exit 2)."""
+
+
+def mapping_beside(path: str | Path) -> Path | None:
+    """`outcomes.load.mapping_beside`, imported when first needed."""
+    from outcomes.load import mapping_beside as beside
+
+    return beside(path)
+
+
+def _must_exist(*files: str | None, folder: str | None = None) -> None:
+    """Name a missing input at once, before the seconds that pandas takes to import."""
+    if folder is not None and not Path(folder).exists():
+        raise LoadError(f"data folder {folder} does not exist")
+    for f in files:
+        if f is not None and not Path(f).exists():
+            raise LoadError(f"{f} does not exist")
+
+
+def _protocol_must_exist(protocol: str) -> None:
+    if protocol.endswith(".toml") and not Path(protocol).exists():
+        raise LoadError(f"protocol file {protocol} does not exist")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,6 +176,11 @@ def _check_rejects_target(rejects: str, files: list[str], mapping: str | None) -
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    _must_exist(*args.files, args.mapping)
+    import pandas as pd
+
+    from outcomes.load import load, read_mapping
+
     if args.rejects:
         _check_rejects_target(args.rejects, args.files, args.mapping)
     mapping = read_mapping(args.mapping) if args.mapping else None
@@ -173,6 +201,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def validate_json(results: list[LoadResult]) -> dict[str, Any]:
     """The `validate --json` object (contract keys first), summed over the files."""
+    import pandas as pd
+
     rej = pd.concat([r.rejections for r in results], ignore_index=True)
     warnings = pd.concat([r.warnings for r in results], ignore_index=True)
     return {
@@ -237,6 +267,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _date_arg(value: str | None, flag: str) -> pd.Timestamp | None:
     if value is None:
         return None
+    import pandas as pd
+
     try:
         return pd.Timestamp(dt.date.fromisoformat(value))
     except ValueError:
@@ -244,6 +276,9 @@ def _date_arg(value: str | None, flag: str) -> pd.Timestamp | None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    _must_exist(args.sessions, args.outcomes, args.mapping, args.outcomes_mapping,
+                args.compare_to)
+    _protocol_must_exist(args.protocol)
     from outcomes.audit import compare, run_audit, write_audit
     from outcomes.audit.reaudit import compare_exports
     from outcomes.dataset import load_inputs
@@ -364,6 +399,8 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    _must_exist(args.sessions, args.outcomes, args.mapping, args.outcomes_mapping)
+    _protocol_must_exist(args.protocol)
     from outcomes.export import export_text, run_export_command
 
     if args.threshold < 2:
@@ -376,6 +413,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    _must_exist(folder=args.data_dir)
+    _protocol_must_exist(args.protocol)
     from outcomes.report import build_report
     from outcomes.study import SAMPLE
 

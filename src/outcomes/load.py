@@ -36,14 +36,9 @@ import pyarrow.csv as pacsv
 
 from outcomes import schema
 from outcomes.arrowtext import arrow_strings
-from outcomes.errors import OutcomesError
+from outcomes.errors import LoadError
 from outcomes.parallel import map_threads
 from outcomes.progress import Progress
-
-
-class LoadError(OutcomesError):
-    """The input cannot be used at all; the message is one sentence for the user."""
-
 
 TRUE_WORDS = {"true", "yes", "y", "1", "x", "ja", "j", "evet", "oui", "si", "sí", "wahr"}
 FALSE_WORDS = {"false", "no", "n", "0", "nein", "hayır", "hayir", "non", "falsch"}
