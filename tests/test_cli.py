@@ -183,3 +183,27 @@ def test_help_and_a_missing_input_import_no_pandas():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=False, cwd=ROOT, timeout=120)
     assert res.stdout.split() == ["False", "False", "1"], res.stdout + res.stderr
+
+
+def test_every_argument_of_every_command_has_help():
+    """`outcomes COMMAND --help` explains each argument, positional ones included."""
+    import argparse
+
+    from outcomes import cli
+
+    def walk(parser: argparse.ArgumentParser, name: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from walk(sub, f"{name} {sub_name}")
+                continue
+            yield name, action
+
+    seen = list(walk(cli._parser(), "outcomes"))
+    assert {n for n, _ in seen} >= {"outcomes validate", "outcomes audit", "outcomes export",
+                                    "outcomes report", "outcomes sample"}
+    missing = [f"{n} {a.option_strings[0] if a.option_strings else a.metavar or a.dest}"
+               for n, a in seen if not (a.help or "").strip()]
+    assert not missing, f"no --help text for: {', '.join(missing)}"

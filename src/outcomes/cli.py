@@ -62,23 +62,34 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     v = sub.add_parser("validate", help="load exports and report row accounting and problems")
-    v.add_argument("files", nargs="+", metavar="FILE")
-    v.add_argument("--mapping", help="mapping file (default: NAME.mapping.toml beside a file)")
+    v.add_argument("files", nargs="+", metavar="FILE",
+                   help="one or more exports (csv, xlsx, parquet); sessions and outcomes may "
+                   "be checked together")
+    v.add_argument("--mapping", metavar="M",
+                   help="mapping file (default: NAME.mapping.toml beside a file)")
     v.add_argument("--rejects", metavar="OUT.csv", help="write the rejection log here")
     v.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     s = sub.add_parser("sample", help="write a synthetic export of that size")
-    s.add_argument("--patients", type=int, default=300)
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--patients", type=int, default=300, metavar="N",
+                   help="number of synthetic patients (default 300)")
+    s.add_argument("--seed", type=int, default=1, metavar="S",
+                   help="random seed; the same seed gives the same files (default 1)")
+    s.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write sessions.csv and outcomes.csv into")
     s.add_argument("--xlsx", action="store_true",
                    help="also write the sessions as a German XLSX with its mapping (DIR/de/)")
     a = sub.add_parser("audit", help="compliance with the protocol and the flagged sessions")
-    a.add_argument("sessions", metavar="SESSIONS")
+    a.add_argument("sessions", metavar="SESSIONS",
+                   help="the sessions export (csv, xlsx, parquet)")
     a.add_argument("--outcomes", metavar="F", help="outcomes export (for final_assessment)")
-    a.add_argument("--mapping", metavar="M", help="mapping file of the sessions export")
-    a.add_argument("--outcomes-mapping", metavar="M", help="mapping file of the outcomes export")
-    a.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
+    a.add_argument("--mapping", metavar="M",
+                   help="mapping file of the sessions export (default: beside it)")
+    a.add_argument("--outcomes-mapping", metavar="M",
+                   help="mapping file of the outcomes export (default: beside it)")
+    a.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE",
+                   help="a shipped protocol id or a protocol .toml file "
+                   "(default: flexsys-hair-regrowth)")
     a.add_argument("--out", metavar="DIR",
                    help="write compliance.csv, verdicts.csv, flagged_sessions.csv, audit.xlsx")
     a.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -90,18 +101,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="re-audit: compare with an earlier export of sessions (same mapping)")
 
     e = sub.add_parser("export", help="de-identified research export")
-    e.add_argument("sessions", metavar="SESSIONS")
-    e.add_argument("--outcomes", metavar="F")
-    e.add_argument("--mapping", metavar="M")
-    e.add_argument("--outcomes-mapping", metavar="M")
+    e.add_argument("sessions", metavar="SESSIONS",
+                   help="the sessions export (csv, xlsx, parquet)")
+    e.add_argument("--outcomes", metavar="F", help="the outcomes export")
+    e.add_argument("--mapping", metavar="M",
+                   help="mapping file of the sessions export (default: beside it)")
+    e.add_argument("--outcomes-mapping", metavar="M",
+                   help="mapping file of the outcomes export (default: beside it)")
     e.add_argument("--key-file", metavar="K", default=None,
                    help="secret key (32+ bytes) for the pseudonyms; never written to the output")
-    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write the research export into")
     e.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                    help="keep this column that the schema does not know (repeatable)")
     e.add_argument("--threshold", type=int, default=8, metavar="N",
                    help="counts 1..N-1 in aggregate tables are shown as <N (default 8)")
-    e.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
+    e.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE",
+                   help="protocol for the export's compliance table: a shipped id or a .toml "
+                   "file (default: flexsys-hair-regrowth)")
 
     r = sub.add_parser("report", help="write the meeting pack: report.html, report.pdf, "
                        "audit.xlsx")
@@ -356,6 +373,7 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
     """A readable terminal table: criterion, n, %, interval, target, status."""
     p = audit.protocol
     info = audit.info
+    folder = f"{Path(out)}{os.sep}" if out else None  # audit/ and audit name one folder
     lines = [f"{p.title} (protocol {p.id} v{p.version})",
              (f"{info['sessions_audited']:,} sessions in {info['courses']:,} courses "
               f"({info['courses_completed']:,} completed), data to {info['as_of']}")]
@@ -363,7 +381,8 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
         if r.rows_rejected:
             lines.append(f"{Path(r.file).name}: {r.rows_read:,} rows read, {r.rows_loaded:,} "
                          f"loaded, {r.rows_rejected:,} rejected and not audited "
-                         f"(see rejected_rows.csv with --out, or outcomes validate)")
+                         + (f"(listed in {folder}rejected_rows.csv)" if folder else
+                            "(see rejected_rows.csv with --out, or outcomes validate)"))
     if info["sessions_excluded"]:
         lines.append(f"{info['sessions_excluded']:,} sessions for other indications not audited")
     lines.append("")
@@ -394,7 +413,8 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
                          f"{_pct(r.after_percent):>8}  {ci:<24}{r.change}")
     lines.append("")
     lines.append(f"{len(audit.flagged()):,} flagged records (deviations and documentation gaps)"
-                 + (f"; tables written to {out}/" if out else "; write them with --out DIR"))
+                 + (f"; tables written to {folder}" if folder else
+                    "; write them with --out DIR"))
     return "\n".join(lines)
 
 
