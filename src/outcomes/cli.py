@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import math
 import os
-import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -175,8 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _reason_kind(reason: str) -> str:
-    """Group rejection reasons that differ only by row numbers."""
-    return re.sub(r" (of|on) row \d+", "", reason)
+    """Group rejection reasons that differ only by row numbers (`duplicate of row N`)."""
+    from outcomes.load import reason_kind
+
+    return reason_kind(reason)
 
 
 def _check_rejects_target(rejects: str, files: list[str], mapping: str | None) -> None:
@@ -243,11 +244,14 @@ def validate_text(results: list[LoadResult], rejects: str | None) -> str:
                      f"loaded, {r.rows_rejected:,} rejected, {len(r.warnings):,} warnings")
         if len(r.rejections):
             lines.append("  rejected rows by reason:")
+            from outcomes.load import reason_label
+
             kinds = r.rejections.assign(kind=r.rejections["reason"].map(_reason_kind))
-            for (fname, kind), grp in kinds.groupby(["field", "kind"], sort=False):
+            for (fname, _kind), grp in kinds.groupby(["field", "kind"], sort=False):
                 rows = ", ".join(str(x) for x in grp["row"].head(5))
                 more = f" and {len(grp) - 5} more" if len(grp) > 5 else ""
-                lines.append(f"    {len(grp):>6}  {fname}: {kind} (rows {rows}{more})")
+                lines.append(f"    {len(grp):>6}  {fname}: {reason_label(grp['reason'])} "
+                             f"(rows {rows}{more})")
         if len(r.warnings):
             lines.append("  warnings (values kept as they are):")
             for (fname, _kind), grp in r.warnings.groupby(["field", "kind"], sort=False):
