@@ -222,9 +222,9 @@ def test_audit_cli_json_and_outputs(tmp_path):
     ws = wb["Compliance"]
     assert ws.freeze_panes == "A2"
     header = [c.value for c in ws[1]]
-    pct = ws.cell(2, header.index("percent") + 1)
+    pct = ws.cell(2, header.index("% compliant") + 1)
     assert pct.number_format == "0.0%" and 0 <= pct.value <= 1
-    status = ws.cell(2, header.index("status") + 1)
+    status = ws.cell(2, header.index("Status") + 1)
     assert status.fill.start_color.rgb.endswith(("C6EFCE", "FFC7CE", "FFEB9C"))
     assert ws.column_dimensions["B"].width > 10
 
