@@ -222,9 +222,9 @@ def test_audit_cli_json_and_outputs(tmp_path):
     ws = wb["Compliance"]
     assert ws.freeze_panes == "A2"
     header = [c.value for c in ws[1]]
-    pct = ws.cell(2, header.index("percent") + 1)
+    pct = ws.cell(2, header.index("% compliant") + 1)
     assert pct.number_format == "0.0%" and 0 <= pct.value <= 1
-    status = ws.cell(2, header.index("status") + 1)
+    status = ws.cell(2, header.index("Status") + 1)
     assert status.fill.start_color.rgb.endswith(("C6EFCE", "FFC7CE", "FFEB9C"))
     assert ws.column_dimensions["B"].width > 10
 
@@ -267,9 +267,13 @@ def test_audit_says_what_was_rejected_and_writes_the_log(tmp_path):
                  "P1,2025-02-31,25\nP2,2025-01-03,25\n", encoding="utf-8")
     out = tmp_path / "a"
     res = subprocess.run([sys.executable, "-m", "outcomes.cli", "audit", str(p), "--out",
-                          str(out)], capture_output=True, text=True, check=False)
+                          f"{out}/"], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     assert "3 rows read, 2 loaded, 1 rejected and not audited" in res.stdout
+    # --out was given: the text names where the log is, once with one slash
+    assert f"listed in {out}/rejected_rows.csv" in res.stdout
+    assert f"tables written to {out}/" in res.stdout
+    assert "with --out" not in res.stdout and "//" not in res.stdout
     log = pd.read_csv(out / "rejected_rows.csv")
     assert log[["row", "reason"]].values.tolist() == [[3, "impossible date"]]
     assert "Rejected rows" in openpyxl.load_workbook(out / "audit.xlsx").sheetnames

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,54 @@ def test_a_source_key_outside_its_section_is_named(tmp_path):
     res = run("validate", str(p))
     assert res.returncode == 1
     assert "date_format is under [columns] but belongs under [source]" in res.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["report", "/nonexistent-outcomes-data"], "data folder /nonexistent-outcomes-data does not exist"),
+    (["audit", "missing.csv"], "missing.csv does not exist"),
+    (["export", "missing.csv", "--out", "x"], "missing.csv does not exist"),
+    (["report", "--protocol", "missing.toml"], "protocol file missing.toml does not exist"),
+])
+def test_a_missing_input_is_named_before_the_heavy_imports(args, message, tmp_path):
+    """The answer comes at once (pandas, the loader and Jupyter are not imported first)."""
+    started = time.perf_counter()
+    res = run(*args, cwd=tmp_path)
+    took = time.perf_counter() - started
+    assert res.returncode == 1 and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert took < 3, f"{took:.1f} s"
+    assert not (tmp_path / "report").exists()
+
+
+def test_help_and_a_missing_input_import_no_pandas():
+    """Timing on a loaded machine is noisy; what the command imports is not."""
+    code = ("import sys; from outcomes import cli; "
+            "rc = cli.main(['audit', 'missing.csv']); "
+            "print('pandas' in sys.modules, 'outcomes.load' in sys.modules, rc)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False, cwd=ROOT, timeout=120)
+    assert res.stdout.split() == ["False", "False", "1"], res.stdout + res.stderr
+
+
+def test_every_argument_of_every_command_has_help():
+    """`outcomes COMMAND --help` explains each argument, positional ones included."""
+    import argparse
+
+    from outcomes import cli
+
+    def walk(parser: argparse.ArgumentParser, name: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from walk(sub, f"{name} {sub_name}")
+                continue
+            yield name, action
+
+    seen = list(walk(cli._parser(), "outcomes"))
+    assert {n for n, _ in seen} >= {"outcomes validate", "outcomes audit", "outcomes export",
+                                    "outcomes report", "outcomes sample"}
+    missing = [f"{n} {a.option_strings[0] if a.option_strings else a.metavar or a.dest}"
+               for n, a in seen if not (a.help or "").strip()]
+    assert not missing, f"no --help text for: {', '.join(missing)}"

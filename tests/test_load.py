@@ -956,3 +956,29 @@ def test_parsing_each_distinct_value_once_matches_parsing_every_cell(kind):
         assert set(why[bad]) - {""}, "the bad cells carry their reasons"
     else:
         assert got_why == why
+
+
+def test_a_duplicate_has_one_wording_everywhere(tmp_path):
+    """`duplicate of row N` with its row number: in the rejection log, in `validate`'s
+    grouped summary, in the data-quality table and in the README's rejection table."""
+    from outcomes.charts import quality
+    from outcomes.cli import validate_text
+
+    path = write(tmp_path, "s.csv", "patient_id,session_date\nP1,2025-01-02\nP1,2025-01-02\n"
+                 "P2,2025-01-03\nP2,2025-01-03\nP1,2025-01-02\n")
+    r = load(path, progress=False)
+    assert r.rejections["reason"].tolist() == ["duplicate of row 2", "duplicate of row 4",
+                                               "duplicate of row 2"]
+    text = validate_text([r], None)
+    assert "(whole row): duplicate of row N (rows 3, 5, 6)" in text
+    table = quality.reason_table(r.rejections)
+    assert table["Reason"].tolist() == ["duplicate of row N"]
+    one = load(write(tmp_path, "t.csv", "patient_id,session_date\nP1,2025-01-02\n"
+                     "P1,2025-01-02\n"), progress=False)
+    assert "(whole row): duplicate of row 2 (rows 3)" in validate_text([one], None)
+    assert quality.reason_table(one.rejections)["Reason"].tolist() == ["duplicate of row 2"]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "| `duplicate of row N` |" in readme
+    for wording in ("an earlier row", "duplicate (rows", "duplicate of an"):
+        assert wording not in text + " ".join(table["Reason"])
+    assert "duplicate of an" not in readme and "duplicate (rows" not in readme

@@ -45,11 +45,49 @@ def headings(level: str = "## ") -> list[str]:
 
 @pytest.fixture(scope="module")
 def sample_report(tmp_path_factory):
+    """The README's first command, `outcomes report`, run from a folder that is not the
+    repository: no DATA_DIR (the default is the sample data, wherever the command runs).
+    Slow (the report takes a minute or more): every report test shares this one run."""
     out = tmp_path_factory.mktemp("report")
+    elsewhere = tmp_path_factory.mktemp("cwd")
     trace = out.parent / "trace.txt"
-    res = run_report(str(SAMPLE), "--out", str(out), env={"OUTCOMES_TRACE": str(trace)})
+    res = run_report("--out", str(out), env={"OUTCOMES_TRACE": str(trace)}, cwd=elsewhere)
     assert res.returncode == 0, res.stderr
+    assert not (elsewhere / "report").exists()
     return out, res, trace
+
+
+def test_the_default_data_is_the_sample_from_any_folder(sample_report):
+    out, _, _ = sample_report
+    page = (out / "report.html").read_text(encoding="utf-8")
+    sha = hashlib.sha256((SAMPLE / "sessions.csv").read_bytes()).hexdigest()
+    assert sha in page and html.escape(str(SAMPLE.resolve())) in page
+
+
+def test_the_report_writes_the_full_lists_beside_it(sample_report):
+    """The notebooks show the first rows; the report writes every row (the notebooks
+    write no file, so running one in JupyterLab cannot overwrite these)."""
+    import pandas as pd
+
+    from outcomes import open as open_study
+
+    out, _, _ = sample_report
+    study = open_study(SAMPLE)
+    flagged = pd.read_csv(out / "flagged_sessions.csv")
+    assert len(flagged) == len(study.flagged()) > 0
+    rejected = pd.read_csv(out / "rejected_rows.csv")
+    assert list(rejected.columns) == ["file", "row", "field", "value", "reason"]
+    assert len(rejected) == study.files()["rows_rejected"].sum()
+
+
+def test_without_a_terminal_progress_is_one_line_per_step(sample_report):
+    _, res, _ = sample_report
+    assert "\r" not in res.stderr
+    steps = [ln for ln in res.stderr.splitlines() if ln.startswith("report: ")]
+    total = len(REPORT_NOTEBOOKS) + 3
+    assert len(steps) == total, res.stderr
+    for i, name in enumerate(REPORT_NOTEBOOKS, start=2):
+        assert re.fullmatch(rf"report: {i}/{total} {name} done \(\d+ s\)", steps[i - 1]), steps
 
 
 def test_one_report_loads_and_audits_once(sample_report):

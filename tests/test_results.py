@@ -743,7 +743,10 @@ def test_notebook_without_outcomes_says_so(tmp_path, monkeypatch):
             src += f"\nDATA_DIR = {str(data)!r}\nOUT_DIR = ''"
         exec(compile(src, "notebook", "exec"), ns)  # noqa: S102 - our own notebook
     said = [o.data for o in shown if isinstance(o, IPython.display.Markdown)]
-    assert any("No outcomes file" in s for s in said)
+    # said once, in the first cell; each later outcome section shows only a dash
+    assert sum("No outcomes file" in s for s in said) == 1
+    assert "No outcomes file" in said[0]
+    assert said.count("—") == 5
     figures = [o for o in shown if type(o).__name__ == "Figure"]
     assert len(figures) == 1  # adverse events still come from the sessions
     assert figures[0].get_suptitle().startswith("Adverse events")

@@ -11,24 +11,46 @@ import datetime as dt
 import json
 import math
 import os
-import re
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from outcomes import __version__
-from outcomes.errors import OutcomesError
+from outcomes.errors import LoadError, OutcomesError
 from outcomes.files import write_atomic
-from outcomes.load import LoadError, LoadResult, load, mapping_beside, read_mapping
 from outcomes.notebooks import NotebookError
+
+if TYPE_CHECKING:  # pandas and the loader take seconds to import: each command imports them
+    import pandas as pd  # after its arguments are checked, and --help never does
+
+    from outcomes.load import LoadResult
 
 
 class UsageError(Exception):
     """The command was called wrongly (exit 2)."""
+
+
+def mapping_beside(path: str | Path) -> Path | None:
+    """`outcomes.load.mapping_beside`, imported when first needed."""
+    from outcomes.load import mapping_beside as beside
+
+    return beside(path)
+
+
+def _must_exist(*files: str | None, folder: str | None = None) -> None:
+    """Name a missing input at once, before the seconds that pandas takes to import."""
+    if folder is not None and not Path(folder).exists():
+        raise LoadError(f"data folder {folder} does not exist")
+    for f in files:
+        if f is not None and not Path(f).exists():
+            raise LoadError(f"{f} does not exist")
+
+
+def _protocol_must_exist(protocol: str) -> None:
+    if protocol.endswith(".toml") and not Path(protocol).exists():
+        raise LoadError(f"protocol file {protocol} does not exist")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,23 +61,34 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     v = sub.add_parser("validate", help="load exports and report row accounting and problems")
-    v.add_argument("files", nargs="+", metavar="FILE")
-    v.add_argument("--mapping", help="mapping file (default: NAME.mapping.toml beside a file)")
+    v.add_argument("files", nargs="+", metavar="FILE",
+                   help="one or more exports (csv, xlsx, parquet); sessions and outcomes may "
+                   "be checked together")
+    v.add_argument("--mapping", metavar="M",
+                   help="mapping file (default: NAME.mapping.toml beside a file)")
     v.add_argument("--rejects", metavar="OUT.csv", help="write the rejection log here")
     v.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     s = sub.add_parser("sample", help="write a synthetic export of that size")
-    s.add_argument("--patients", type=int, default=300)
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--patients", type=int, default=300, metavar="N",
+                   help="number of synthetic patients (default 300)")
+    s.add_argument("--seed", type=int, default=1, metavar="S",
+                   help="random seed; the same seed gives the same files (default 1)")
+    s.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write sessions.csv and outcomes.csv into")
     s.add_argument("--xlsx", action="store_true",
                    help="also write the sessions as a German XLSX with its mapping (DIR/de/)")
     a = sub.add_parser("audit", help="compliance with the protocol and the flagged sessions")
-    a.add_argument("sessions", metavar="SESSIONS")
+    a.add_argument("sessions", metavar="SESSIONS",
+                   help="the sessions export (csv, xlsx, parquet)")
     a.add_argument("--outcomes", metavar="F", help="outcomes export (for final_assessment)")
-    a.add_argument("--mapping", metavar="M", help="mapping file of the sessions export")
-    a.add_argument("--outcomes-mapping", metavar="M", help="mapping file of the outcomes export")
-    a.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
+    a.add_argument("--mapping", metavar="M",
+                   help="mapping file of the sessions export (default: beside it)")
+    a.add_argument("--outcomes-mapping", metavar="M",
+                   help="mapping file of the outcomes export (default: beside it)")
+    a.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE",
+                   help="a shipped protocol id or a protocol .toml file "
+                   "(default: flexsys-hair-regrowth)")
     a.add_argument("--out", metavar="DIR",
                    help="write compliance.csv, verdicts.csv, flagged_sessions.csv, audit.xlsx")
     a.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -67,18 +100,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="re-audit: compare with an earlier export of sessions (same mapping)")
 
     e = sub.add_parser("export", help="de-identified research export")
-    e.add_argument("sessions", metavar="SESSIONS")
-    e.add_argument("--outcomes", metavar="F")
-    e.add_argument("--mapping", metavar="M")
-    e.add_argument("--outcomes-mapping", metavar="M")
+    e.add_argument("sessions", metavar="SESSIONS",
+                   help="the sessions export (csv, xlsx, parquet)")
+    e.add_argument("--outcomes", metavar="F", help="the outcomes export")
+    e.add_argument("--mapping", metavar="M",
+                   help="mapping file of the sessions export (default: beside it)")
+    e.add_argument("--outcomes-mapping", metavar="M",
+                   help="mapping file of the outcomes export (default: beside it)")
     e.add_argument("--key-file", metavar="K", default=None,
                    help="secret key (32+ bytes) for the pseudonyms; never written to the output")
-    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write the research export into")
     e.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                    help="keep this column that the schema does not know (repeatable)")
     e.add_argument("--threshold", type=int, default=8, metavar="N",
                    help="counts 1..N-1 in aggregate tables are shown as <N (default 8)")
-    e.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
+    e.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE",
+                   help="protocol for the export's compliance table: a shipped id or a .toml "
+                   "file (default: flexsys-hair-regrowth)")
 
     r = sub.add_parser("report", help="write the meeting pack: report.html, report.pdf, "
                        "audit.xlsx")
@@ -135,8 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _reason_kind(reason: str) -> str:
-    """Group rejection reasons that differ only by row numbers."""
-    return re.sub(r" (of|on) row \d+", "", reason)
+    """Group rejection reasons that differ only by row numbers (`duplicate of row N`)."""
+    from outcomes.load import reason_kind
+
+    return reason_kind(reason)
 
 
 def _check_rejects_target(rejects: str, files: list[str], mapping: str | None) -> None:
@@ -153,6 +194,11 @@ def _check_rejects_target(rejects: str, files: list[str], mapping: str | None) -
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    _must_exist(*args.files, args.mapping)
+    import pandas as pd
+
+    from outcomes.load import load, read_mapping
+
     if args.rejects:
         _check_rejects_target(args.rejects, args.files, args.mapping)
     mapping = read_mapping(args.mapping) if args.mapping else None
@@ -173,6 +219,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def validate_json(results: list[LoadResult]) -> dict[str, Any]:
     """The `validate --json` object (contract keys first), summed over the files."""
+    import pandas as pd
+
     rej = pd.concat([r.rejections for r in results], ignore_index=True)
     warnings = pd.concat([r.warnings for r in results], ignore_index=True)
     return {
@@ -196,11 +244,14 @@ def validate_text(results: list[LoadResult], rejects: str | None) -> str:
                      f"loaded, {r.rows_rejected:,} rejected, {len(r.warnings):,} warnings")
         if len(r.rejections):
             lines.append("  rejected rows by reason:")
+            from outcomes.load import reason_label
+
             kinds = r.rejections.assign(kind=r.rejections["reason"].map(_reason_kind))
-            for (fname, kind), grp in kinds.groupby(["field", "kind"], sort=False):
+            for (fname, _kind), grp in kinds.groupby(["field", "kind"], sort=False):
                 rows = ", ".join(str(x) for x in grp["row"].head(5))
                 more = f" and {len(grp) - 5} more" if len(grp) > 5 else ""
-                lines.append(f"    {len(grp):>6}  {fname}: {kind} (rows {rows}{more})")
+                lines.append(f"    {len(grp):>6}  {fname}: {reason_label(grp['reason'])} "
+                             f"(rows {rows}{more})")
         if len(r.warnings):
             lines.append("  warnings (values kept as they are):")
             for (fname, _kind), grp in r.warnings.groupby(["field", "kind"], sort=False):
@@ -237,6 +288,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _date_arg(value: str | None, flag: str) -> pd.Timestamp | None:
     if value is None:
         return None
+    import pandas as pd
+
     try:
         return pd.Timestamp(dt.date.fromisoformat(value))
     except ValueError:
@@ -244,6 +297,9 @@ def _date_arg(value: str | None, flag: str) -> pd.Timestamp | None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    _must_exist(args.sessions, args.outcomes, args.mapping, args.outcomes_mapping,
+                args.compare_to)
+    _protocol_must_exist(args.protocol)
     from outcomes.audit import compare, run_audit, write_audit
     from outcomes.audit.reaudit import compare_exports
     from outcomes.dataset import load_inputs
@@ -321,6 +377,7 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
     """A readable terminal table: criterion, n, %, interval, target, status."""
     p = audit.protocol
     info = audit.info
+    folder = f"{Path(out)}{os.sep}" if out else None  # audit/ and audit name one folder
     lines = [f"{p.title} (protocol {p.id} v{p.version})",
              (f"{info['sessions_audited']:,} sessions in {info['courses']:,} courses "
               f"({info['courses_completed']:,} completed), data to {info['as_of']}")]
@@ -328,7 +385,8 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
         if r.rows_rejected:
             lines.append(f"{Path(r.file).name}: {r.rows_read:,} rows read, {r.rows_loaded:,} "
                          f"loaded, {r.rows_rejected:,} rejected and not audited "
-                         f"(see rejected_rows.csv with --out, or outcomes validate)")
+                         + (f"(listed in {folder}rejected_rows.csv)" if folder else
+                            "(see rejected_rows.csv with --out, or outcomes validate)"))
     if info["sessions_excluded"]:
         lines.append(f"{info['sessions_excluded']:,} sessions for other indications not audited")
     lines.append("")
@@ -359,11 +417,14 @@ def audit_text(audit: Any, summary: pd.DataFrame, ds: Any, comparison: pd.DataFr
                          f"{_pct(r.after_percent):>8}  {ci:<24}{r.change}")
     lines.append("")
     lines.append(f"{len(audit.flagged()):,} flagged records (deviations and documentation gaps)"
-                 + (f"; tables written to {out}/" if out else "; write them with --out DIR"))
+                 + (f"; tables written to {folder}" if folder else
+                    "; write them with --out DIR"))
     return "\n".join(lines)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    _must_exist(args.sessions, args.outcomes, args.mapping, args.outcomes_mapping)
+    _protocol_must_exist(args.protocol)
     from outcomes.export import export_text, run_export_command
 
     if args.threshold < 2:
@@ -376,6 +437,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    _must_exist(folder=args.data_dir)
+    _protocol_must_exist(args.protocol)
     from outcomes.report import build_report
     from outcomes.study import SAMPLE
 

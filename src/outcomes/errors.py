@@ -10,6 +10,13 @@ class OutcomesError(Exception):
     """Input that cannot be used; the message is one sentence for the user."""
 
 
+class LoadError(OutcomesError):
+    """The input cannot be used at all; the message is one sentence for the user.
+
+    Defined here (and re-exported by `outcomes.load`) so the command line can name it
+    without importing pandas."""
+
+
 class ProtocolError(OutcomesError):
     """A protocol file that cannot be used; the message names the file, criterion and key."""
 

@@ -23,6 +23,7 @@ import stat
 import tomllib
 import xml.etree.ElementTree as ET
 import zipfile
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,14 +37,9 @@ import pyarrow.csv as pacsv
 
 from outcomes import schema
 from outcomes.arrowtext import arrow_strings
-from outcomes.errors import OutcomesError
+from outcomes.errors import LoadError
 from outcomes.parallel import map_threads
 from outcomes.progress import Progress
-
-
-class LoadError(OutcomesError):
-    """The input cannot be used at all; the message is one sentence for the user."""
-
 
 TRUE_WORDS = {"true", "yes", "y", "1", "x", "ja", "j", "evet", "oui", "si", "sí", "wahr"}
 FALSE_WORDS = {"false", "no", "n", "0", "nein", "hayır", "hayir", "non", "falsch"}
@@ -53,6 +49,7 @@ UNITS = {"mJ": 1, "J": 1000}
 DATE_SHAPE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$")
 ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 REJECTION_COLUMNS = ["file", "row", "field", "value", "reason"]
+ROW_REFERENCE = re.compile(r"\b(of|on) row \d+")
 WARNING_COLUMNS = ["file", "row", "field", "value", "kind", "message"]
 FILE_TYPES = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".xlsx": "xlsx", ".xlsm": "xlsx",
               ".parquet": "parquet", ".pq": "parquet"}
@@ -241,6 +238,20 @@ def mapping_beside(path: str | Path) -> Path | None:
     path = Path(path)
     candidate = path.with_name(path.name.split(".")[0] + ".mapping.toml")
     return candidate if candidate.is_file() else None
+
+
+def reason_kind(reason: str) -> str:
+    """A rejection reason with its row reference made generic, for counting reasons:
+    `duplicate of row 4` and `duplicate of row 9` are both `duplicate of row N`, the
+    wording of the rejection table in the README."""
+    return ROW_REFERENCE.sub(r"\1 row N", str(reason))
+
+
+def reason_label(reasons: Iterable[str]) -> str:
+    """The wording for a group of rows rejected for one kind of reason: the reason itself
+    when the rows share it exactly (`duplicate of row 4`), else its kind."""
+    distinct = set(map(str, reasons))
+    return next(iter(distinct)) if len(distinct) == 1 else reason_kind(next(iter(distinct)))
 
 
 # ---------------------------------------------------------------------------------------------

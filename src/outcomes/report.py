@@ -32,6 +32,7 @@ from outcomes.files import write_atomic
 from outcomes.notebooks import REPORT_NOTEBOOKS, NotebookError, execute_notebook, notebook_dir
 from outcomes.progress import Progress
 from outcomes.protocol import Protocol, load_protocol
+from outcomes.study import SAMPLE
 from outcomes.study import open as open_study
 
 ANCHOR_LINK = re.compile(r'<a class="anchor-link"[^>]*>.*?</a>', re.DOTALL)
@@ -158,26 +159,31 @@ def _meta_table(ds: Dataset, protocol: Protocol, data_dir: Path) -> str:
     return f'<table class="meta">{cells}</table>'
 
 
-def build_report(data_dir: str | Path = "data/sample", protocol: str | Path = "flexsys-hair-regrowth",
+def build_report(data_dir: str | Path | None = None, protocol: str | Path = "flexsys-hair-regrowth",
                  out_dir: str | Path = "report", progress: bool | None = None,
                  period: str = "quarter") -> ReportResult:
-    """Execute the notebooks on DATA_DIR and write OUT/report.html, report.pdf (when a
-    Chromium is installed) and audit.xlsx."""
+    """Execute the notebooks on DATA_DIR (default: the sample data) and write
+    OUT/report.html, report.pdf (when a Chromium is installed), audit.xlsx, and the full
+    lists flagged_sessions.csv and rejected_rows.csv."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    data_dir = Path(data_dir).resolve()
+    data_dir = Path(data_dir if data_dir is not None else SAMPLE).resolve()
     out = Path(out_dir).resolve()
     proto = load_protocol(protocol)
     folder = notebook_dir()
     missing = [n for n in REPORT_NOTEBOOKS if not (folder / f"{n}.ipynb").is_file()]
     if missing:
         raise NotebookError(f"notebook {missing[0]}.ipynb is missing from {folder}")
-    bar = Progress(len(REPORT_NOTEBOOKS) + 3, "report", enabled=progress)
+    bar = Progress(len(REPORT_NOTEBOOKS) + 3, "report", enabled=progress, lines=True)
     study = open_study(data_dir, proto)  # loaded and audited once, for every notebook
     ds = study.dataset
     out.mkdir(parents=True, exist_ok=True)
     workbook = write_audit(study.audit, out, ds.files(), csv=False,
                            rejections=ds.rejections())["workbook"]
+    # the full lists the notebooks only show the start of (notebooks write no files)
+    flagged, rejections = study.audit.flagged(), ds.rejections()
+    write_atomic(out / "flagged_sessions.csv", lambda tmp: flagged.to_csv(tmp, index=False))
+    write_atomic(out / "rejected_rows.csv", lambda tmp: rejections.to_csv(tmp, index=False))
     timings["load, audit and audit.xlsx"] = time.perf_counter() - t0
     bar.step("audit.xlsx")
     is_file = Path(str(protocol)).suffix == ".toml"
@@ -217,7 +223,9 @@ def build_report(data_dir: str | Path = "data/sample", protocol: str | Path = "f
            f"<section class=\"notebook\"><h1 id=\"about\">About this report</h1>"
            f"<p class=\"note\">Made from the data below; every flagged session names the "
            f"file and row it came from. The Excel workbook <code>audit.xlsx</code> beside "
-           f"this file holds the compliance tables and the flagged sessions.</p>"
+           f"this file holds the compliance tables and the flagged sessions; "
+           f"<code>flagged_sessions.csv</code> and <code>rejected_rows.csv</code> hold "
+           f"the full lists.</p>"
            f"{_meta_table(ds, proto, data_dir)}</section>"
            f"<footer class=\"note\"><p>outcomes {__version__} · protocol "
            f"{html.escape(proto.id)} v{html.escape(proto.version)}</p></footer></body></html>")

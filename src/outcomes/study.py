@@ -25,8 +25,19 @@ from outcomes.files import sha256, write_atomic
 from outcomes.load import LoadError, mapping_beside
 from outcomes.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol
 
-#: The sample data of the source tree, the default data set.
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+#: The sample data of the source tree (`data/sample`).
+SOURCE_SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+#: The same files shipped inside the package, for an install without the source tree.
+PACKAGED_SAMPLE = Path(__file__).resolve().parent / "sample_data"
+
+
+def sample_dir(source: Path = SOURCE_SAMPLE, packaged: Path = PACKAGED_SAMPLE) -> Path:
+    """The sample data folder: the source tree's when there is one, else the packaged copy."""
+    return source if (source / "sessions.csv").is_file() else packaged
+
+
+#: The default data set, an absolute path, so it does not depend on the working folder.
+SAMPLE = sample_dir()
 _MAGIC = "outcomes-study"
 
 

@@ -57,7 +57,7 @@ def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = 
     The full verdict table goes to CSV only: it can outgrow what Excel opens.
     """
     from outcomes.files import write_atomic
-    from outcomes.workbook import write_workbook
+    from outcomes.workbook import Sheet, write_workbook
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,14 +74,19 @@ def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = 
         if rejections is not None:
             paths["rejected_rows"] = write_atomic(out / "rejected_rows.csv",
                                                   lambda t: rejections.to_csv(t, index=False))
+    indicators = audit.indicators()  # a median keeps its unit; only shares are percents
     sheets = {"Compliance": summary, "By clinician": audit.summary("operator"),
               "By clinic": audit.summary("clinic"),
               "By month": audit.summary("month").assign(month=lambda d: d["month"].astype(str)),
-              "Flagged sessions": flagged, "Indicators": audit.indicators(),
+              "Flagged sessions": flagged,
+              "Indicators": Sheet(indicators, percent_columns=("value", "ci_low", "ci_high"),
+                                  percent_rows=(indicators["statistic"] == "percent yes")
+                                  .tolist()),
               **({"Rejected rows": rejections} if rejections is not None else {}),
               "Protocol": pd.DataFrame(describe(audit.protocol))}
     if comparison is not None:
         sheets = {"Re-audit": comparison, **sheets}
-    paths["workbook"] = write_workbook(out / "audit.xlsx", about_rows(audit, files), sheets)
+    paths["workbook"] = write_workbook(out / "audit.xlsx", about_rows(audit, files), sheets,
+                                       human_headers=True)
     return paths
 

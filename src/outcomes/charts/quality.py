@@ -8,7 +8,6 @@ vectorised, so a million rows draw as quickly as a thousand.
 
 from __future__ import annotations
 
-import re
 import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from matplotlib.transforms import blended_transform_factory
 from outcomes import schema
 from outcomes.charts.style import MEANING, PALETTE, new_figure
 from outcomes.courses import NOT_RECORDED
+from outcomes.load import reason_kind, reason_label
 
 __all__ = [
     "files_table",
@@ -71,27 +71,32 @@ def files_table(files: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _reason_label(field: Any, reason: Any) -> str:
-    text = re.sub(r"\brow \d+", "an earlier row", str(reason))
+def _with_field(field: Any, text: str) -> str:
     field = str(field)
     return text if field in ("(whole row)", "", "nan", "<NA>") else f"{field}: {text}"
 
 
 def reason_table(rejections: pd.DataFrame) -> pd.DataFrame:
-    """Rejected rows per file and reason (a row rejected for two reasons counts under each)."""
+    """Rejected rows per file and reason (a row rejected for two reasons counts under each).
+
+    Reasons that differ only by the row they name are counted together as one kind
+    (`duplicate of row N`); a group whose rows share one reason exactly shows it whole
+    (`duplicate of row 4`)."""
     cols = ["File", "Reason", "Rows rejected", "Example rows"]
     if rejections is None or rejections.empty:
         return pd.DataFrame(columns=cols)
+    fields, reasons = rejections["field"], rejections["reason"].astype(str)
     r = pd.DataFrame({"file": [Path(str(f)).name for f in rejections["file"]],
-                      "reason": [_reason_label(f, x) for f, x in zip(rejections["field"],
-                                                                      rejections["reason"])],
+                      "kind": [_with_field(f, reason_kind(x)) for f, x in zip(fields, reasons)],
+                      "exact": [_with_field(f, x) for f, x in zip(fields, reasons)],
                       "row": rejections["row"].to_numpy()})
-    g = r.groupby(["file", "reason"], sort=False)["row"]
-    out = pd.DataFrame({"Rows rejected": g.nunique(),
-                        "Example rows": g.agg(lambda x: ", ".join(
+    g = r.groupby(["file", "kind"], sort=False)
+    out = pd.DataFrame({"Reason": g["exact"].agg(reason_label),
+                        "Rows rejected": g["row"].nunique(),
+                        "Example rows": g["row"].agg(lambda x: ", ".join(
                             str(v) for v in sorted(pd.unique(x))[:5])
                             + (" …" if x.nunique() > 5 else ""))}).reset_index()
-    out = out.rename(columns={"file": "File", "reason": "Reason"})
+    out = out.rename(columns={"file": "File"})
     return out.sort_values(["Rows rejected", "File"], ascending=[False, True],
                            ignore_index=True)[cols]
 
