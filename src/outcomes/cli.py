@@ -25,6 +25,7 @@ from outcomes.errors import OutcomesError
 from outcomes.files import write_atomic
 from outcomes.load import LoadError, LoadResult, load, mapping_beside, read_mapping
 from outcomes.notebooks import NotebookError
+from outcomes.safe import neutralise
 
 
 class UsageError(Exception):
@@ -151,7 +152,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                for f in args.files]
     if args.rejects:  # one log over all files: sessions and outcomes may be checked together
         rejections = pd.concat([r.rejections for r in results], ignore_index=True)
-        write_atomic(Path(args.rejects), lambda tmp: rejections.to_csv(tmp, index=False))
+        safe = neutralise(rejections)  # a raw value such as =HYPERLINK(…) is shown, not run
+        write_atomic(Path(args.rejects), lambda tmp: safe.to_csv(tmp, index=False))
     if args.json:
         print(json.dumps(validate_json(results), ensure_ascii=False, default=str))
     else:

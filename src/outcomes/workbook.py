@@ -2,7 +2,8 @@
 
 Excel is for summaries and flagged records, never for full verdict tables (it stops at
 1,048,576 rows, and writing it is slow); a sheet that would overflow is cut and says so.
-Text cells that a spreadsheet would run as a formula are neutralised.
+Every sheet (its column names and text cells) and the About values pass through
+`outcomes.safe`, so no text cell is run as a formula.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from openpyxl.utils import get_column_letter
 
 from outcomes.files import atomic_path
 from outcomes.progress import Progress
+from outcomes.safe import FORMULA_START, neutralise, safe_text
 
 MAX_ROWS = 1_048_575  # Excel's limit less the header
 STATUS_FILL = {
@@ -31,14 +33,7 @@ STATUS_FILL = {
 STATUS_PATTERN = {k: PatternFill("solid", start_color=v, end_color=v)
                   for k, v in STATUS_FILL.items()}
 BOLD = Font(bold=True)
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_text(value: Any) -> Any:
-    """A text cell that starts like a formula gets a leading apostrophe-like quote."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
+__all__ = ["FORMULA_START", "MAX_ROWS", "safe_text", "write_workbook"]
 
 
 def _cell(value: Any) -> Any:
@@ -75,9 +70,9 @@ def write_workbook(path: str | Path, about: list[tuple[str, Any]],
     ws.column_dimensions["B"].width = 100
     wrap = Alignment(wrap_text=True, vertical="top")
     for label, value in about:
-        ws.append([_styled(ws, label, font=BOLD), _styled(
+        ws.append([_styled(ws, _cell(label), font=BOLD), _styled(
             ws, _cell(value) if not isinstance(value, list | tuple)
-            else ", ".join(map(str, value)), alignment=wrap)])
+            else safe_text(", ".join(map(str, value))), alignment=wrap)])
     rows = sum(len(df) for df in sheets.values())
     bar = Progress(rows + 1, f"writing {Path(path).name}",
                    enabled=progress if rows >= 100_000 else False)
@@ -92,6 +87,7 @@ def write_workbook(path: str | Path, about: list[tuple[str, Any]],
 def _write_sheet(wb: Workbook, name: str, df: pd.DataFrame,
                  percent_columns: tuple[str, ...], bar: Progress) -> None:
     ws = wb.create_sheet(name[:31])
+    df = neutralise(df)
     cut = len(df) > MAX_ROWS
     if cut:
         df = df.iloc[:MAX_ROWS - 1]
