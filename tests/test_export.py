@@ -21,7 +21,7 @@ from outcomes.courses import assign_courses
 from outcomes.dataset import load_inputs
 from outcomes.load import LoadError
 from outcomes.protocol import load_protocol
-from outcomes.workbook import FORMULA_START
+from outcomes.safe import FORMULA_START, neutralise
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -483,7 +483,7 @@ def test_formula_payloads_are_inert_in_csv_and_xlsx(tmp_path, protocol):
     for blob in file_blobs(out).values():
         for part in blob:
             assert b"Mallory" not in part and b"/C calc" not in part
-    cr = export._neutralise(pd.DataFrame({"=h": ["\rx", "ok", None], "n": [-1.5, 2.0, 3.0]}))
+    cr = neutralise(pd.DataFrame({"=h": ["\rx", "ok", None], "n": [-1.5, 2.0, 3.0]}))
     assert list(cr.columns) == ["'=h", "n"] and cr.iloc[0, 0] == "'\rx"
     assert cr["n"].dtype == "float64"
 
