@@ -440,15 +440,22 @@ def test_planted_identifier_refuses_the_export(dataset, protocol, tmp_path):
     assert "refused" in msg and email not in msg
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no temporary folder left behind
-    # a patient id written as a clinic name is a code, kept, and caught
+    # a patient id written as a clinic name is replaced by a site code before anything is
+    # made of it (the leak check would refuse it otherwise)
     s2 = dataset.sessions.data.copy()
-    s2.loc[3, "clinic"] = s2["patient_id"].iloc[10]
+    pid = s2["patient_id"].iloc[10]
+    s2.loc[3, "clinic"] = pid
     planted2 = type(dataset)(sessions=type(dataset.sessions)(**{**vars(dataset.sessions),
                                                                "data": s2}),
                              outcomes=dataset.outcomes, paths=dataset.paths)
-    with pytest.raises(LoadError, match="patient_id in sessions.csv"):
-        export.research_export(planted2, protocol, KEY_A, out)
-    assert not out.exists()
+    manifest = export.research_export(planted2, protocol, KEY_A, out)
+    assert {"table": "sessions", "field": "clinic", "values_replaced": 1,
+            "rule": export.deidentify._treat("scrubbed", 8)} in manifest["recoded"]
+    clinics = set(pd.read_csv(out / "sessions.csv")["clinic"])
+    assert clinics - {"Nordstadt", "Südpark"} == {
+        "site_" + export.pseudonym(pid, KEY_A, "site")[:8]}
+    for name, parts in file_blobs(out).items():
+        assert not any(pid.encode() in part for part in parts), name
 
 
 def test_formula_payloads_are_inert_in_csv_and_xlsx(tmp_path, protocol):

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,7 @@ from outcomes.export.deidentify import (
     RENAMED,
     SECONDARY_MARK,
     TABLES,
+    VOCABULARIES,
     WORKBOOK,
     _check_keep,
     _courses_table,
@@ -61,15 +60,27 @@ from outcomes.export.deidentify import (
     _sessions_table,
     _treat,
     age_band,
+    closed_vocabulary,
     data_dictionary,
     generalise_text,
     pseudonym,
     pseudonymise,
     read_key,
+    scrub_identifying_text,
     shift_dates,
     treatment_table,
 )
-from outcomes.export.leakcheck import CHUNK, _index, identifiers, leak_check, name_parts
+from outcomes.export.leakcheck import (
+    CHUNK,
+    MIN_ANYWHERE,
+    MIN_ANYWHERE_MIXED,
+    MIN_WORD,
+    Matcher,
+    identifiers,
+    leak_check,
+    name_parts,
+    own_texts,
+)
 from outcomes.export.suppression import (
     COMPLIANCE_COUNTS,
     COMPLIANCE_DERIVED,
@@ -80,14 +91,13 @@ from outcomes.export.suppression import (
 from outcomes.export.write import (
     TABLE_TEXT,
     _check_target,
-    _move_into_place,
     _normalise_xlsx,
     _readme,
     _write_csv,
     _write_parquet,
     describe_outputs,
 )
-from outcomes.files import sha256
+from outcomes.files import clean_stale_temp, output_folder, private_dir, publish_dir, sha256
 from outcomes.load import LoadError
 from outcomes.safe import FORMULA_START, neutralise
 from outcomes.workbook import write_workbook
@@ -100,10 +110,26 @@ def build_tables(dataset: Any, protocol: Any, key: bytes, keep: Sequence[str] = 
     and a record of what was done, without writing anything."""
     from outcomes.audit import run_audit
 
-    sessions = dataset.sessions.data
-    outcomes = dataset.outcomes_data
     _check_keep(dataset, keep)
-    audit = run_audit(sessions, protocol, outcomes)
+    audit = run_audit(dataset.sessions.data, protocol, dataset.outcomes_data)
+    plan = _Plan()
+    # text categories that name a person of the input are replaced before anything is made
+    # of them (course ids hold indication and area); adverse events keep only their codes
+    sessions = dataset.sessions.data.copy()
+    to_other: dict[str, int] = {}
+    for name, vocabulary in VOCABULARIES.items():
+        if name not in sessions.columns:
+            continue
+        sessions[name], to_other[name] = closed_vocabulary(sessions[name], vocabulary)
+        if to_other[name]:
+            plan.recoded.append({"table": "sessions", "field": name,
+                                 "values_replaced": to_other[name],
+                                 "rule": _treat("vocabulary", threshold)})
+    matcher = Matcher.build(identifiers(dataset), name_parts(dataset), own_texts(protocol))
+    sessions = scrub_identifying_text(sessions, "sessions", matcher.find, key, plan)
+    outcomes = dataset.outcomes_data
+    if outcomes is not None:
+        outcomes = scrub_identifying_text(outcomes, "outcomes", matcher.find, key, plan)
     as_of = sessions["session_date"].max() if len(sessions) else None
     s = assign_courses(sessions, protocol.new_course_after_days, as_of=as_of)
     anchor = s.groupby(s["patient_id"].astype("string"))["session_date"].min()
@@ -112,9 +138,9 @@ def build_tables(dataset: Any, protocol: Any, key: bytes, keep: Sequence[str] = 
                    and f.type == "string"]
     s_gen = s
     for f in text_fields:
-        s_gen = generalise_text(s_gen, f.name, "patient_id", threshold, f.allowed)
+        s_gen = generalise_text(s_gen, f.name, "patient_id", threshold,
+                                f.allowed or VOCABULARIES.get(f.name))
     s, c = _derive_ids(s, course_table(s_gen), key, anchor)
-    plan = _Plan()
     keep_s = [k for k in keep if k in sessions.columns]
     keep_o = [k for k in keep if outcomes is not None and k in outcomes.columns]
     # the sessions table generalises the same text again, counting what it replaces
@@ -156,6 +182,7 @@ def build_tables(dataset: Any, protocol: Any, key: bytes, keep: Sequence[str] = 
         "clinicians": int(sessions["operator"].nunique()),
         "outcomes_without_session": int(outs["assessment_day"].isna().sum()),
         "adverse_event_codes": sorted(str(v) for v in sess["adverse_event"].dropna().unique()),
+        "adverse_event_to_other": to_other.get("adverse_event", 0),
     }
     return tables, record
 
@@ -177,20 +204,20 @@ def research_export(dataset: Any, protocol: Any, key: bytes, out_dir: str | Path
                         f"{threshold!r}")
     threshold = int(threshold)
     keep = list(dict.fromkeys(keep))
-    out = Path(out_dir)
+    out = output_folder(out_dir, "the output folder", replace=True)  # a link to a folder: followed
     _check_target(out)
     tables, record = build_tables(dataset, protocol, key, keep, threshold)
     plan: _Plan = record["plan"]
     files = dataset.files()
     ids = identifiers(dataset, key)
-    idx = _index(ids)
+    matcher = Matcher.build(ids, name_parts(dataset), own_texts(protocol))
     comp = tables["compliance"].attrs.get("suppression", {})
     manifest: dict[str, Any] = {
         "export": EXPORT_KIND,
         "software": {"name": "outcomes", "version": __version__},
         "export_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "protocol": {"id": protocol.id, "version": protocol.version, "title": protocol.title},
-        "inputs": [{"file": Path(f.file).name, "table": f.table, "sha256": f.sha256,
+        "inputs": [{"file": input_label(f.table, f.sha256), "table": f.table, "sha256": f.sha256,
                     "rows_read": int(f.rows_read), "rows_loaded": int(f.rows_loaded),
                     "rows_rejected": int(f.rows_rejected)} for f in files.itertuples()],
         "tables": {name: {"rows": len(df), "columns": len(df.columns)}
@@ -222,12 +249,13 @@ def research_export(dataset: Any, protocol: Any, key: bytes, out_dir: str | Path
         ],
         "recoded": plan.recoded,
         "adverse_event": {
-            "decision": "adverse_event is a short code or description; a description can name "
-                        "a person, so a value is kept only if it is a code (one word of "
-                        "letters, digits and underscores) or shared by at least "
-                        f"{threshold} patients, else it becomes '{OTHER}'. The codes kept "
-                        "form the closed list below.",
+            "decision": "adverse_event is a short code or description; a description (and a "
+                        "one-word 'code' such as a name) can name a person, so only the codes of "
+                        "a closed vocabulary are kept (case, blanks and dashes ignored) and any "
+                        f"other value becomes '{OTHER}'.",
+            "vocabulary": list(VOCABULARIES["adverse_event"]),
             "codes": record["adverse_event_codes"],
+            "values_recoded_to_other": record["adverse_event_to_other"],
         },
         "kept_on_request": plan.kept,
         "suppression": {
@@ -250,14 +278,22 @@ def research_export(dataset: Any, protocol: Any, key: bytes, out_dir: str | Path
         "row_order": "sorted by pseudonym and day, not by the clinic's files",
         "outcomes_without_session": record["outcomes_without_session"],
         "leak_check": {
-            "result": "passed",
-            "searched": "every file of the export (CSV, Parquet cells and bytes, the unpacked "
-                        "XLSX, this manifest)",
+            "result": "pending",  # set to passed only after the check
+            "searched": "every file of the export, cell by cell: CSV and Parquet cells, JSON "
+                        "strings, the text and attributes of every XML member of the XLSX, "
+                        "this manifest",
+            "how": "values compared normalised: case-folded, separators removed, inside words "
+                   f"too (values of {MIN_ANYWHERE}+ letters and digits, {MIN_ANYWHERE_MIXED}+ "
+                   "for ids mixing both); dates in the usual spellings (YYYY-MM-DD, "
+                   "DD.MM.YYYY, MM/DD/YYYY, YYYYMMDD, D Month YYYY …); phone numbers also as "
+                   "digits",
             "fields": sorted(ids),
-            "values_searched": idx.searched,
-            "values_too_short_to_search": idx.too_short,
-            "name_words": "single words (4+ letters) of names searched in the data rows of "
-                          "the table CSVs",
+            "values_searched": matcher.searched,
+            "values_too_short_to_search": matcher.too_short,
+            "values_too_common_to_search": matcher.too_common,
+            "name_words": f"single words ({MIN_WORD}+ letters) of names, and values of "
+                          f"{MIN_WORD}–{MIN_ANYWHERE - 1} characters, searched as whole words in "
+                          "the data tables",
         },
         "formula_safety": "text cells starting with = + - @, tab or carriage return start "
                           "with an apostrophe in CSV, Parquet and XLSX; numbers stay numbers",
@@ -266,11 +302,9 @@ def research_export(dataset: Any, protocol: Any, key: bytes, out_dir: str | Path
         "files": {},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    clean_stale_temp(out)  # what an interrupted earlier run left
+    tmp = private_dir(out)  # mode 0700: nobody else reads a half-made or unchecked export
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
         safe = {name: neutralise(df) for name, df in tables.items()}
         for name, df in safe.items():
             _write_csv(df, tmp / f"{name}.csv")
@@ -280,18 +314,45 @@ def research_export(dataset: Any, protocol: Any, key: bytes, out_dir: str | Path
         write_workbook(tmp / WORKBOOK, _readme(tables, manifest), sheets)
         _normalise_xlsx(tmp / WORKBOOK)
         manifest["files"] = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False,
-                                               default=str) + "\n", encoding="utf-8")
-        hits = leak_check(tmp, ids, name_parts(dataset))
+        _write_manifest(manifest, tmp / MANIFEST)
+        made = _generated(tables, manifest)
+        hits = leak_check(tmp, ids, generated=made, matcher=matcher)
         if hits:
             found = "; ".join(f"{col} in {file}" for file, col in hits)
             raise LoadError(f"leak check failed, the export was refused and nothing was "
                             f"written: identifying values found ({found})")
-        _move_into_place(tmp, out)
+        manifest["leak_check"]["result"] = "passed"
+        _write_manifest(manifest, tmp / MANIFEST)
+        publish_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def input_label(table: str, digest: str) -> str:
+    """An input file as its role and hash: `sessions export (sha256 3f2a1b2c3d4e…)`.
+
+    The file's name is never written: clinics name exports after patients and practices.
+    """
+    return f"{table} export (sha256 {digest[:12]}…)"
+
+
+def _write_manifest(manifest: Mapping[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n",
+                    encoding="utf-8")
+
+
+def _generated(tables: Mapping[str, pd.DataFrame], manifest: Mapping[str, Any]) -> set[str]:
+    """What the export made that may hold any digits: pseudonyms, codes, hashes, its time."""
+    made = {str(manifest["export_time"]), *map(str, manifest["files"].values())}
+    for i in manifest["inputs"]:
+        made |= {i["sha256"], i["sha256"][:12]}
+    for df in tables.values():
+        for col in ("patient_pseudonym", "clinician_code"):
+            if col in df.columns:
+                made.update(str(v) for v in df[col].dropna().unique())
+    return made
 
 
 def run_export_command(sessions: str | Path, outcomes: str | Path | None = None,

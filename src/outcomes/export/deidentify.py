@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,12 +37,34 @@ AGE_WIDTH, AGE_TOP = 5, 90
 #: Output names of the fields that change their meaning in the export.
 RENAMED = {"patient_id": "patient_pseudonym", "operator": "clinician_code",
            "date_of_birth": "age_band"}
-DOB_FORMATS = ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y%m%d", "%d-%m-%Y")
-SEARCH_ROLES = ("patient_id", "identifying", "staff", "birth_date", "key")
-TOKEN = re.compile(r"[^\W_]+")
-WORD = re.compile(r"\w+")
-MIN_SEARCH_CHARS = 4  # shorter values cannot be searched without false alarms
-MIN_NUMERIC_CHARS = 6  # a bare number shorter than this is found in any table of numbers
+#: Adverse-event codes the export keeps; any other value becomes `other` (a description can
+#: name a person, and so can a one-word "code" such as `LauraSchmidt`). A mapping may extend
+#: it later; the sample's codes are in it.
+ADVERSE_EVENTS = (
+    "none", "erythema_prolonged", "edema_prolonged", "blister", "crust", "burn",
+    "hyperpigmentation", "hypopigmentation", "infection", "scarring", "herpes_reactivation",
+    "pain", "other",
+    "prolonged_erythema", "prolonged_edema", "blistering",  # the sample's spellings
+)
+#: Closed vocabularies of text fields: the field keeps only these values.
+VOCABULARIES: dict[str, tuple[str, ...]] = {"adverse_event": ADVERSE_EVENTS}
+SITE_CODE_CHARS = 8
+
+
+def vocabulary_code(value: Any) -> str:
+    """A value as a vocabulary code: trimmed, case-folded, blanks and dashes as `_`."""
+    return re.sub(r"[\s\-]+", "_", str(value).strip().casefold())
+
+
+def closed_vocabulary(values: pd.Series, vocabulary: Sequence[str]) -> tuple[pd.Series, int]:
+    """Values as codes of `vocabulary` (`Prolonged erythema` → `prolonged_erythema`); any
+    other value becomes `other`. Returns the values and how many became `other`."""
+    text = values.astype("string")
+    codes = text.map(lambda v: v if pd.isna(v) else vocabulary_code(v)).astype("string")
+    known = codes.isin(list(vocabulary)).fillna(False)
+    out = codes.where(text.isna() | known, OTHER).astype("string")
+    return out, int((text.notna() & ~known).sum())
+
 
 def _how(path: Any) -> str:
     return "make one with: " + KEY_HOWTO.format(path=path)
@@ -191,9 +213,15 @@ def _treat(role: str, threshold: int) -> str:
         "birth_date": (f"generalised: age at the patient's first session in {AGE_WIDTH}-year "
                        f"bands, {AGE_TOP} and over as {AGE_TOP}+"),
         "free_text": "removed",
-        "text": (f"kept where a code (one word) or shared by at least {threshold} patients; "
+        "text": (f"kept where a code (one word) or shared by at least {threshold} patients, "
+                 "and naming no one of the input; "
                  f"any other text replaced by '{OTHER}'"),
         "allowed": f"kept where one of the allowed values; anything else replaced by '{OTHER}'",
+        "vocabulary": ("kept where a code of the closed vocabulary (see allowed_values; case, "
+                       f"blanks and dashes ignored); anything else replaced by '{OTHER}'"),
+        "scrubbed": ("held an identifying value of the input (a name, id, phone number, e-mail "
+                     "address or date): a site became a code made under the key "
+                     f"(site_ + 8 hex), any other field '{OTHER}'"),
         "kept": "kept as recorded",
     }[role]
 
@@ -234,13 +262,16 @@ def _kept_field(t: _Table, df: pd.DataFrame, f: schema.Field, threshold: int,
               f.name, f.unit or "", "true, false" if f.type == "bool" else "")
         return
     before = df[f.name].astype("string")
-    out = generalise_text(df, f.name, patient_column, threshold, f.allowed)[f.name]
+    vocabulary = VOCABULARIES.get(f.name)
+    allowed = f.allowed or vocabulary
+    out = generalise_text(df, f.name, patient_column, threshold, allowed)[f.name]
     changed = int((before.notna() & (before != out).fillna(False)).sum())
-    kind = "allowed" if f.allowed else "text"
+    kind = "vocabulary" if vocabulary else "allowed" if f.allowed else "text"
     if changed:
         plan.recoded.append({"table": t.name, "field": f.name, "values_replaced": changed,
                              "rule": _treat(kind, threshold)})
-    t.add(f.name, out, "text", f.meaning, _treat(kind, threshold), f.name, f.unit or "")
+    t.add(f.name, out, "text", f.meaning, _treat(kind, threshold), f.name, f.unit or "",
+          ", ".join(vocabulary) if vocabulary else None)
 
 
 def _kept_columns(t: _Table, df: pd.DataFrame, keep: Sequence[str], plan: _Plan) -> None:
@@ -452,3 +483,33 @@ def _check_keep(dataset: Any, keep: Sequence[str]) -> None:
             listed = ", ".join(sorted(unknown)) or "none"
             raise LoadError(f"--keep {name}: the inputs have no such column outside the schema "
                             f"(columns outside it: {listed})")
+
+
+def scrub_identifying_text(df: pd.DataFrame, table: str, find: Callable[[str], Any],
+                           key: bytes, plan: _Plan) -> pd.DataFrame:
+    """Text categories (site, clinical, demographic) holding an identifying value of the
+    input (`find(value)` is true) replaced before anything else is made from them.
+
+    A site (`Praxis Dr. Brandt`, the clinician's own name) becomes a code made under the key
+    (`site_` and 8 hex characters), so sites stay apart and the export stays possible; any
+    other field becomes `other`. Each replacement is counted in the plan.
+    """
+    out = df.copy()
+    for f in schema.TABLES[table]:
+        if f.role not in ("site", "clinical", "demographic") or f.type != "string" \
+                or f.name not in out.columns:
+            continue
+        text = out[f.name].astype("string")
+        bad = sorted(str(v) for v in text.dropna().unique() if find(str(v)))
+        if not bad:
+            continue
+        mask = text.isin(bad).fillna(False)
+        if f.role == "site":
+            codes = {v: f"site_{pseudonym(v, key, 'site')[:SITE_CODE_CHARS]}" for v in bad}
+            new = text.map(lambda v, c=codes: c.get(v, v))
+        else:
+            new = text.mask(mask, OTHER)
+        out[f.name] = new.astype("string")
+        plan.recoded.append({"table": table, "field": f.name, "values_replaced": int(mask.sum()),
+                             "rule": _treat("scrubbed", 0)})
+    return out

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,7 +87,7 @@ def _readme(tables: Mapping[str, pd.DataFrame],
          "data_dictionary for every column and manifest.json for the details.")),
         ("Protocol", f"{p['id']} version {p['version']}: {p['title']}"),
     ]
-    for i in manifest["inputs"]:
+    for i in manifest["inputs"]:  # the file's role and hash: a file name can name a patient
         rows.append((f"Input: {i['table']}", (f"{i['file']}: {i['rows_read']} rows read, "
                      f"{i['rows_loaded']} loaded, {i['rows_rejected']} rejected; SHA-256 "
                      f"{i['sha256']}")))
@@ -108,19 +106,25 @@ def _readme(tables: Mapping[str, pd.DataFrame],
          f"bands, {AGE_TOP} and over as {AGE_TOP}+.")),
         ("Removed", "; ".join(f"{r['table']}.{r['field']} ({r['reason']})"
                               for r in manifest["removed"])),
-        ("Text categories", (f"Text values (clinic, indication, area, adverse_event, sex …) "
-         f"are kept where they are a code (one word) or shared by at least {t} patients; "
-         f"anything else, which could be a note about a person, is replaced by '{OTHER}'.")),
+        ("Text categories", (f"Text values (clinic, indication, area, sex …) are kept where "
+         f"they are a code (one word) or shared by at least {t} patients; anything else, which "
+         f"could be a note about a person, is replaced by '{OTHER}'. adverse_event keeps only "
+         f"the codes of its closed vocabulary (see data_dictionary), anything else is "
+         f"'{OTHER}'. A value that holds a name, id, phone number, e-mail address or date of "
+         f"the input is replaced too (a clinic by a code, site_ and 8 hex characters).")),
         ("Small cells", (f"In the compliance table counts of 1–{t - 1} are shown as '<{t}', and "
          f"cells that would let one work such a count out are shown as '{SECONDARY_MARK}'; "
          "percent and interval are left empty where their counts are hidden. Row-level tables "
          "are not aggregated and so not suppressed.")),
         ("Leak check", ("Before release every identifying value of the input (patient ids, "
-         "names, clinician names, dates of birth, phone numbers, e-mail addresses, session "
-         "ids, the key) was searched for in every file of the export; an export with a single "
-         "hit is never released.")),
-        ("Excel safety", ("A text cell that starts with = + - @, a tab or a carriage return "
-         "starts with an apostrophe, so no cell is run as a formula. Numbers are numbers.")),
+         "names, clinician names, dates of birth, session and assessment dates, phone numbers, "
+         "e-mail addresses, session ids, the key) was searched for in every file of the "
+         "export, inside words too and whatever the case and separators; an export with a "
+         "single hit is never released. Input files are named by their role and SHA-256, "
+         "not by their names.")),
+        ("Excel safety", ("A text cell that starts with = + - @ (also after blanks), a tab or "
+         "a carriage return starts with an apostrophe, so no cell is run as a formula. Numbers "
+         "are numbers.")),
         ("Row order", ("Rows are sorted by pseudonym and day, not in the order of the clinic's "
          "files.")),
         ("Missing values", "An empty cell is a value that was not recorded."),
@@ -192,14 +196,3 @@ def _is_export(path: Path) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
 
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if out.is_dir() and any(out.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        if out.is_dir():
-            out.rmdir()
-        os.replace(tmp, out)
