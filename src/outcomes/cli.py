@@ -22,10 +22,34 @@ import pandas as pd
 
 from outcomes import __version__
 from outcomes.errors import OutcomesError
-from outcomes.files import write_atomic
+from outcomes.files import (
+    OutputError,
+    locked,
+    output_folder,
+    refuse_inputs_inside,
+    refuse_overwriting_inputs,
+    write_atomic,
+)
 from outcomes.load import LoadError, LoadResult, load, mapping_beside, read_mapping
 from outcomes.notebooks import NotebookError
 from outcomes.safe import neutralise
+
+OUT_RULES = ("a symbolic link to a folder is followed (written into the folder it points to); "
+             "a file, a link to anything else or a read-only folder is refused")
+AUDIT_OUTPUTS = ("compliance.csv", "verdicts.csv", "flagged_sessions.csv", "rejected_rows.csv",
+                 "audit.xlsx")
+
+
+def _inputs(*paths: str | None) -> list[str]:
+    """Input files of a command, with the mapping files beside them."""
+    given = [p for p in paths if p and Path(p).exists()]  # a protocol id is not a file
+    beside = [str(m) for m in map(mapping_beside, given) if m is not None]
+    return given + beside
+
+
+def _write_failed(what: str, exc: OSError) -> OutputError:
+    return OutputError(f"{what} could not be written ({exc.strerror or exc}); check that the "
+                       "folder exists and is writable")
 
 
 class UsageError(Exception):
@@ -58,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--outcomes-mapping", metavar="M", help="mapping file of the outcomes export")
     a.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
     a.add_argument("--out", metavar="DIR",
-                   help="write compliance.csv, verdicts.csv, flagged_sessions.csv, audit.xlsx")
+                   help="write compliance.csv, verdicts.csv, flagged_sessions.csv, audit.xlsx "
+                        "(and rejected_rows.csv) into DIR; " + OUT_RULES
+                        + "; refused if an output would replace an input file")
     a.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     a.add_argument("--since", metavar="DATE", help="only sessions (course ends) from this date")
     a.add_argument("--until", metavar="DATE", help="only sessions (course ends) up to this date")
@@ -74,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--outcomes-mapping", metavar="M")
     e.add_argument("--key-file", metavar="K", default=None,
                    help="secret key (32+ bytes) for the pseudonyms; never written to the output")
-    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--out", required=True, metavar="DIR",
+                   help="the export folder, new, empty or a previous export (replaced whole); "
+                        + OUT_RULES)
     e.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                    help="keep this column that the schema does not know (repeatable)")
     e.add_argument("--threshold", type=int, default=8, metavar="N",
@@ -84,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="run the notebooks and write report.html and audit.xlsx")
     r.add_argument("data_dir", nargs="?", default="data/sample", metavar="DATA_DIR")
     r.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE")
-    r.add_argument("--out", default="report", metavar="DIR")
+    r.add_argument("--out", default="report", metavar="DIR", help=OUT_RULES)
     for command in (v, s, a, e, r):  # a mistyped flag is answered with its command's usage
         command.set_defaults(command_parser=command)
     return p
@@ -153,7 +181,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.rejects:  # one log over all files: sessions and outcomes may be checked together
         rejections = pd.concat([r.rejections for r in results], ignore_index=True)
         safe = neutralise(rejections)  # a raw value such as =HYPERLINK(…) is shown, not run
-        write_atomic(Path(args.rejects), lambda tmp: safe.to_csv(tmp, index=False))
+        try:
+            write_atomic(Path(args.rejects), lambda tmp: safe.to_csv(tmp, index=False))
+        except OSError as exc:
+            raise _write_failed(f"--rejects {args.rejects}", exc) from None
     if args.json:
         print(json.dumps(validate_json(results), ensure_ascii=False, default=str))
     else:
@@ -245,6 +276,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     split = _date_arg(args.split, "--split")
     if split is not None and args.compare_to:
         raise UsageError("use either --split or --compare-to, not both")
+    out = None
+    if args.out:  # checked before anything is read: a mistake costs no waiting
+        out = output_folder(args.out, "--out")
+        refuse_overwriting_inputs([out / n for n in AUDIT_OUTPUTS],
+                                  _inputs(args.sessions, args.outcomes, args.mapping,
+                                          args.outcomes_mapping, args.compare_to,
+                                          args.protocol))
     protocol = load_protocol(args.protocol)
     quiet = True if args.json else None
     ds = load_inputs(args.sessions, args.outcomes, args.mapping, args.outcomes_mapping,
@@ -264,8 +302,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
                               else None)
         before_audit = run_audit(earlier.sessions.data, protocol, ds.outcomes_data)
         comparison = compare(before_audit.summary(), summary)
-    if args.out:
-        write_audit(audit, args.out, ds.files(), comparison, rejections=ds.rejections())
+    if out is not None:
+        try:
+            with locked(out):
+                write_audit(audit, out, ds.files(), comparison, rejections=ds.rejections())
+        except OSError as exc:
+            raise _write_failed(f"--out {args.out}", exc) from None
     if args.json:
         print(json.dumps(audit_json(audit, summary, ds, comparison), ensure_ascii=False,
                          default=str, allow_nan=False))
@@ -349,9 +391,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.threshold < 2:
         raise UsageError("--threshold must be at least 2")
-    manifest = run_export_command(args.sessions, args.outcomes, args.mapping,
-                                  args.outcomes_mapping, args.key_file, args.out, args.keep,
-                                  args.threshold, args.protocol)
+    out = output_folder(args.out, "--out", replace=True)  # the folder is replaced whole
+    refuse_inputs_inside(out, _inputs(args.sessions, args.outcomes, args.mapping,
+                                      args.outcomes_mapping, args.protocol))
+    try:
+        with locked(out):
+            manifest = run_export_command(args.sessions, args.outcomes, args.mapping,
+                                          args.outcomes_mapping, args.key_file, out, args.keep,
+                                          args.threshold, args.protocol)
+    except OSError as exc:
+        raise _write_failed(f"--out {args.out}", exc) from None
     print(export_text(manifest, args.out))
     return 0
 
@@ -359,6 +408,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from outcomes.report import build_report
 
+    output_folder(args.out, "--out")
     result = build_report(args.data_dir, args.protocol, args.out)
     print(f"report written to {result.html}")
     print(f"workbook written to {result.workbook}")
