@@ -124,8 +124,8 @@ def test_leak_check_finds_glued_values_inside_words_and_in_every_spelling(tmp_pa
                                               ("w.xlsx", "patient_id")]
     clean = tmp_path / "clean"
     clean.mkdir()  # numbers do not run together into a date; hex pseudonyms we made are masked
-    (clean / "t.csv").write_text("year,day,id\n2025,0515,x\n19.711202,1,a2025051500ff\n",
-                                 encoding="utf-8")
+    (clean / "t.csv").write_text("year,day,id\n2025,0515,x\n19.711202,1,a2025051500ff\n"
+                                 "0.9219711202999999,0.2121971,x\n", encoding="utf-8")
     assert export.leak_check(clean, ids, generated={"a2025051500ff"}) == []
 
 

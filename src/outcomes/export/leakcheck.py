@@ -53,6 +53,7 @@ MIN_ANYWHERE = 6  # letters and digits: searched inside any text
 MIN_ANYWHERE_MIXED = 5  # an id mixing letters and digits (P0259) is distinctive sooner
 MIN_WORD = 4  # 4–5: searched as whole words in the data tables
 MIN_PHONE_DIGITS = 7
+MIN_DATE_DIGITS = 7
 TOKEN = re.compile(r"[^\W_]+")
 NOT_ALNUM = re.compile(r"[\W_]+")
 NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)?(?:e[+-]?\d+)?")
@@ -78,7 +79,8 @@ def date_spellings(day: Any) -> set[str]:
     out = {d.strftime(f) for f in DATE_FORMATS}
     out |= {f"{d.year}-{d.month}-{d.day}", f"{d.day}.{d.month}.{d.year}",
             f"{d.month}/{d.day}/{d.year}"}
-    return out
+    # 2.5.1999 as bare digits (251999) is any six digits: only 7+ digits are distinctive
+    return {s for s in out if len(compact(s)) >= MIN_DATE_DIGITS}
 
 
 def identifiers(dataset: Any, key: bytes | None = None) -> dict[str, set[str]]:
@@ -244,7 +246,9 @@ class Matcher:
         """Fields whose values occur in `text` (anywhere; and as whole words if asked)."""
         t = fold(text)
         hits: set[str] = set()
-        c = t.strip() if NUMBER.fullmatch(t.strip()) else NOT_ALNUM.sub("", t)
+        number = NUMBER.fullmatch(t.strip())
+        # a number: its whole-number part only (0.9251999999999999 holds no date)
+        c = re.split(r"[.,e]", t.strip().lstrip("+-"))[0] if number else NOT_ALNUM.sub("", t)
         n, k = len(c), MIN_ANYWHERE_MIXED
         if self.anywhere and n >= k:
             for i in range(n - k + 1):
@@ -389,6 +393,8 @@ def leak_check(out_dir: str | Path, identifiers: Mapping[str, Iterable[str]],
         for column in m.find(rel, whole_words=False):
             hits.add((rel, column))
         for unit in _units(path):
+            if len(unit) < MIN_WORD:  # cell references, style numbers: nothing fits in them
+                continue
             text = _masked(unit, made)
             if text is None:
                 continue
