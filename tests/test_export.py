@@ -21,7 +21,7 @@ from outcomes.courses import assign_courses
 from outcomes.dataset import load_inputs
 from outcomes.load import LoadError
 from outcomes.protocol import load_protocol
-from outcomes.workbook import FORMULA_START
+from outcomes.safe import FORMULA_START, neutralise
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -440,15 +440,22 @@ def test_planted_identifier_refuses_the_export(dataset, protocol, tmp_path):
     assert "refused" in msg and email not in msg
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no temporary folder left behind
-    # a patient id written as a clinic name is a code, kept, and caught
+    # a patient id written as a clinic name is replaced by a site code before anything is
+    # made of it (the leak check would refuse it otherwise)
     s2 = dataset.sessions.data.copy()
-    s2.loc[3, "clinic"] = s2["patient_id"].iloc[10]
+    pid = s2["patient_id"].iloc[10]
+    s2.loc[3, "clinic"] = pid
     planted2 = type(dataset)(sessions=type(dataset.sessions)(**{**vars(dataset.sessions),
                                                                "data": s2}),
                              outcomes=dataset.outcomes, paths=dataset.paths)
-    with pytest.raises(LoadError, match="patient_id in sessions.csv"):
-        export.research_export(planted2, protocol, KEY_A, out)
-    assert not out.exists()
+    manifest = export.research_export(planted2, protocol, KEY_A, out)
+    assert {"table": "sessions", "field": "clinic", "values_replaced": 1,
+            "rule": export.deidentify._treat("scrubbed", 8)} in manifest["recoded"]
+    clinics = set(pd.read_csv(out / "sessions.csv")["clinic"])
+    assert clinics - {"Nordstadt", "Südpark"} == {
+        "site_" + export.pseudonym(pid, KEY_A, "site")[:8]}
+    for name, parts in file_blobs(out).items():
+        assert not any(pid.encode() in part for part in parts), name
 
 
 def test_formula_payloads_are_inert_in_csv_and_xlsx(tmp_path, protocol):
@@ -483,7 +490,7 @@ def test_formula_payloads_are_inert_in_csv_and_xlsx(tmp_path, protocol):
     for blob in file_blobs(out).values():
         for part in blob:
             assert b"Mallory" not in part and b"/C calc" not in part
-    cr = export._neutralise(pd.DataFrame({"=h": ["\rx", "ok", None], "n": [-1.5, 2.0, 3.0]}))
+    cr = neutralise(pd.DataFrame({"=h": ["\rx", "ok", None], "n": [-1.5, 2.0, 3.0]}))
     assert list(cr.columns) == ["'=h", "n"] and cr.iloc[0, 0] == "'\rx"
     assert cr["n"].dtype == "float64"
 

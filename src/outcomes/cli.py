@@ -19,8 +19,32 @@ from typing import TYPE_CHECKING, Any
 
 from outcomes import __version__
 from outcomes.errors import LoadError, OutcomesError
-from outcomes.files import write_atomic
+from outcomes.files import (
+    OutputError,
+    locked,
+    output_folder,
+    refuse_inputs_inside,
+    refuse_overwriting_inputs,
+    write_atomic,
+)
 from outcomes.notebooks import NotebookError
+
+OUT_RULES = ("a symbolic link to a folder is followed (written into the folder it points to); "
+             "a file, a link to anything else or a read-only folder is refused")
+AUDIT_OUTPUTS = ("compliance.csv", "verdicts.csv", "flagged_sessions.csv", "rejected_rows.csv",
+                 "audit.xlsx")
+
+
+def _inputs(*paths: str | None) -> list[str]:
+    """Input files of a command, with the mapping files beside them."""
+    given = [p for p in paths if p and Path(p).exists()]  # a protocol id is not a file
+    beside = [str(m) for m in map(mapping_beside, given) if m is not None]
+    return given + beside
+
+
+def _write_failed(what: str, exc: OSError) -> OutputError:
+    return OutputError(f"{what} could not be written ({exc.strerror or exc}); check that the "
+                       "folder exists and is writable")
 
 if TYPE_CHECKING:  # pandas and the loader take seconds to import: each command imports them
     import pandas as pd  # after its arguments are checked, and --help never does
@@ -90,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="a shipped protocol id or a protocol .toml file "
                    "(default: flexsys-hair-regrowth)")
     a.add_argument("--out", metavar="DIR",
-                   help="write compliance.csv, verdicts.csv, flagged_sessions.csv, audit.xlsx")
+                   help="write compliance.csv, verdicts.csv, flagged_sessions.csv, audit.xlsx "
+                        "(and rejected_rows.csv) into DIR; " + OUT_RULES
+                        + "; refused if an output would replace an input file")
     a.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     a.add_argument("--since", metavar="DATE", help="only sessions (course ends) from this date")
     a.add_argument("--until", metavar="DATE", help="only sessions (course ends) up to this date")
@@ -110,7 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--key-file", metavar="K", default=None,
                    help="secret key (32+ bytes) for the pseudonyms; never written to the output")
     e.add_argument("--out", required=True, metavar="DIR",
-                   help="folder to write the research export into")
+                   help="the export folder, new, empty or a previous export (replaced whole); "
+                        + OUT_RULES)
     e.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                    help="keep this column that the schema does not know (repeatable)")
     e.add_argument("--threshold", type=int, default=8, metavar="N",
@@ -128,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="a shipped protocol id or a protocol .toml file "
                    "(default: flexsys-hair-regrowth)")
     r.add_argument("--out", default="report", metavar="DIR",
-                   help="folder to write the report into (default: report)")
+                   help="folder to write the report into (default: report); " + OUT_RULES)
     r.add_argument("--period", default="quarter", choices=["quarter", "month", "year"],
                    help="the scorecard compares the latest period with the one before "
                    "(default: quarter)")
@@ -206,7 +233,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
                for f in args.files]
     if args.rejects:  # one log over all files: sessions and outcomes may be checked together
         rejections = pd.concat([r.rejections for r in results], ignore_index=True)
-        write_atomic(Path(args.rejects), lambda tmp: rejections.to_csv(tmp, index=False))
+        from outcomes.safe import neutralise
+
+        safe = neutralise(rejections)  # a raw value such as =HYPERLINK(…) is shown, not run
+        try:
+            write_atomic(Path(args.rejects), lambda tmp: safe.to_csv(tmp, index=False))
+        except OSError as exc:
+            raise _write_failed(f"--rejects {args.rejects}", exc) from None
     if args.json:
         print(json.dumps(validate_json(results), ensure_ascii=False, default=str))
     else:
@@ -309,6 +342,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     split = _date_arg(args.split, "--split")
     if split is not None and args.compare_to:
         raise UsageError("use either --split or --compare-to, not both")
+    out = None
+    if args.out:  # checked before anything is read: a mistake costs no waiting
+        out = output_folder(args.out, "--out")
+        refuse_overwriting_inputs([out / n for n in AUDIT_OUTPUTS],
+                                  _inputs(args.sessions, args.outcomes, args.mapping,
+                                          args.outcomes_mapping, args.compare_to,
+                                          args.protocol))
     protocol = load_protocol(args.protocol)
     quiet = True if args.json else None
     ds = load_inputs(args.sessions, args.outcomes, args.mapping, args.outcomes_mapping,
@@ -330,8 +370,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         comparison, about = compare_exports(audit, before_audit, Path(args.sessions).name,
                                             Path(args.compare_to).name)
         comparison = comparison.assign(**about)
-    if args.out:
-        write_audit(audit, args.out, ds.files(), comparison, rejections=ds.rejections())
+    if out is not None:
+        try:
+            with locked(out):
+                write_audit(audit, out, ds.files(), comparison, rejections=ds.rejections())
+        except OSError as exc:
+            raise _write_failed(f"--out {args.out}", exc) from None
     if args.json:
         print(json.dumps(audit_json(audit, summary, ds, comparison), ensure_ascii=False,
                          default=str, allow_nan=False))
@@ -429,9 +473,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.threshold < 2:
         raise UsageError("--threshold must be at least 2")
-    manifest = run_export_command(args.sessions, args.outcomes, args.mapping,
-                                  args.outcomes_mapping, args.key_file, args.out, args.keep,
-                                  args.threshold, args.protocol)
+    out = output_folder(args.out, "--out", replace=True)  # the folder is replaced whole
+    refuse_inputs_inside(out, _inputs(args.sessions, args.outcomes, args.mapping,
+                                      args.outcomes_mapping, args.protocol))
+    try:
+        with locked(out):
+            manifest = run_export_command(args.sessions, args.outcomes, args.mapping,
+                                          args.outcomes_mapping, args.key_file, out, args.keep,
+                                          args.threshold, args.protocol)
+    except OSError as exc:
+        raise _write_failed(f"--out {args.out}", exc) from None
     print(export_text(manifest, args.out))
     return 0
 
@@ -442,6 +493,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from outcomes.report import build_report
     from outcomes.study import SAMPLE
 
+    output_folder(args.out, "--out")
     result = build_report(args.data_dir or SAMPLE, args.protocol, args.out,
                           period=args.period)
     print(f"report written to {result.html}")

@@ -32,6 +32,7 @@ from outcomes.files import write_atomic
 from outcomes.notebooks import REPORT_NOTEBOOKS, NotebookError, execute_notebook, notebook_dir
 from outcomes.progress import Progress
 from outcomes.protocol import Protocol, load_protocol
+from outcomes.safe import neutralise
 from outcomes.study import SAMPLE
 from outcomes.study import open as open_study
 
@@ -181,7 +182,7 @@ def build_report(data_dir: str | Path | None = None, protocol: str | Path = "fle
     workbook = write_audit(study.audit, out, ds.files(), csv=False,
                            rejections=ds.rejections())["workbook"]
     # the full lists the notebooks only show the start of (notebooks write no files)
-    flagged, rejections = study.audit.flagged(), ds.rejections()
+    flagged, rejections = neutralise(study.audit.flagged()), neutralise(ds.rejections())
     write_atomic(out / "flagged_sessions.csv", lambda tmp: flagged.to_csv(tmp, index=False))
     write_atomic(out / "rejected_rows.csv", lambda tmp: rejections.to_csv(tmp, index=False))
     timings["load, audit and audit.xlsx"] = time.perf_counter() - t0

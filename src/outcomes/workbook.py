@@ -2,7 +2,8 @@
 
 Excel is for summaries and flagged records, never for full verdict tables (it stops at
 1,048,576 rows, and writing it is slow); a sheet that would overflow is cut and says so.
-Text cells that a spreadsheet would run as a formula are neutralised. Headers are words
+Every sheet (its column names and text cells) and the About values pass through
+`outcomes.safe`, so no text cell is run as a formula. Headers are words
 (one mapping, `HEADERS`), only percents get a percent format, long text wraps in rows
 made tall enough for it, and every sheet prints landscape, one page wide, with its
 header row repeated on each page.
@@ -25,6 +26,7 @@ from openpyxl.utils import get_column_letter
 
 from outcomes.files import atomic_path
 from outcomes.progress import Progress
+from outcomes.safe import neutralise, safe_text
 
 MAX_ROWS = 1_048_575  # Excel's limit less the header
 STATUS_FILL = {
@@ -82,14 +84,6 @@ class Sheet:
     data: pd.DataFrame
     percent_columns: tuple[str, ...] | None = None
     percent_rows: Sequence[bool] | None = None
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_text(value: Any) -> Any:
-    """A text cell that starts like a formula gets a leading apostrophe-like quote."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
 
 
 def _cell(value: Any) -> Any:
@@ -126,9 +120,9 @@ def write_workbook(path: str | Path, about: list[tuple[str, Any]],
     ws.column_dimensions["B"].width = 100
     for i, (label, value) in enumerate(about, start=1):
         shown = (_cell(value) if not isinstance(value, list | tuple)
-                 else ", ".join(map(str, value)))
+                 else safe_text(", ".join(map(str, value))))
         ws.row_dimensions[i].height = LINE_HEIGHT * _lines(str(shown or ""), 100)
-        ws.append([_styled(ws, label, font=BOLD, alignment=WRAP),
+        ws.append([_styled(ws, _cell(label), font=BOLD, alignment=WRAP),
                    _styled(ws, shown, alignment=WRAP)])
     tables = {name: s if isinstance(s, Sheet) else Sheet(s) for name, s in sheets.items()}
     rows = sum(len(s.data) for s in tables.values())
@@ -176,7 +170,7 @@ def _print_setup(ws: Any, title_row: bool = True) -> None:
 def _write_sheet(wb: Workbook, name: str, sheet: Sheet, percent_columns: tuple[str, ...],
                  bar: Progress, header: Any = header) -> None:
     ws = wb.create_sheet(name[:31])
-    df = sheet.data
+    df = neutralise(sheet.data)
     percent_columns = (sheet.percent_columns if sheet.percent_columns is not None
                        else percent_columns)
     cut = len(df) > MAX_ROWS

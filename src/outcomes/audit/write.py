@@ -1,4 +1,8 @@
-"""Write an audit: compliance.csv, verdicts.csv, flagged_sessions.csv and audit.xlsx."""
+"""Write an audit: compliance.csv, verdicts.csv, flagged_sessions.csv and audit.xlsx.
+
+Every table is neutralised (`outcomes.safe`) before it is written: a clinic's text such as
+`=HYPERLINK(…)` in a session id, clinic or rejected value is shown, never run.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +61,11 @@ def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = 
     The full verdict table goes to CSV only: it can outgrow what Excel opens.
     """
     from outcomes.files import write_atomic
+    from outcomes.safe import neutralise
     from outcomes.workbook import Sheet, write_workbook
+
+    def csv_of(df: pd.DataFrame) -> Any:
+        return lambda tmp: neutralise(df).to_csv(tmp, index=False)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,15 +73,11 @@ def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = 
     flagged = audit.flagged()
     paths: dict[str, Path] = {}
     if csv:
-        paths["compliance"] = write_atomic(out / "compliance.csv",
-                                           lambda t: summary.to_csv(t, index=False))
-        paths["verdicts"] = write_atomic(out / "verdicts.csv",
-                                         lambda t: verdict_records(audit).to_csv(t, index=False))
-        paths["flagged_sessions"] = write_atomic(out / "flagged_sessions.csv",
-                                                 lambda t: flagged.to_csv(t, index=False))
+        paths["compliance"] = write_atomic(out / "compliance.csv", csv_of(summary))
+        paths["verdicts"] = write_atomic(out / "verdicts.csv", csv_of(verdict_records(audit)))
+        paths["flagged_sessions"] = write_atomic(out / "flagged_sessions.csv", csv_of(flagged))
         if rejections is not None:
-            paths["rejected_rows"] = write_atomic(out / "rejected_rows.csv",
-                                                  lambda t: rejections.to_csv(t, index=False))
+            paths["rejected_rows"] = write_atomic(out / "rejected_rows.csv", csv_of(rejections))
     indicators = audit.indicators()  # a median keeps its unit; only shares are percents
     sheets = {"Compliance": summary, "By clinician": audit.summary("operator"),
               "By clinic": audit.summary("clinic"),
