@@ -321,7 +321,7 @@ def test_quality_chart_without_rejections():
 
 
 def test_headlines_name_the_habits(audit):
-    from outcomes.summary_text import headlines, step_findings
+    from outcomes.report.text import headlines, step_findings
 
     lines = headlines(audit)
     text = "\n".join(lines)
@@ -384,7 +384,7 @@ def test_notebooks_stored_clean():
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     """Both notebooks on the sample and on a small generated data set, run side by side."""
-    from outcomes.notebooks import execute_notebook
+    from outcomes.report.notebooks import execute_notebook
     from outcomes.sample import write_sample
 
     base = tmp_path_factory.mktemp("notebooks")

@@ -16,7 +16,7 @@ from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from outcomes import results as R
+from outcomes import analysis as R
 from outcomes import schema
 from outcomes.audit import run_audit
 from outcomes.charts import outcomes as C

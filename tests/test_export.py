@@ -534,7 +534,7 @@ def test_keep_only_applies_to_columns_outside_the_schema(tmp_path, protocol):
 
 
 def test_notebook_walks_through_the_export(tmp_path):
-    from outcomes.notebooks import execute_notebook
+    from outcomes.report.notebooks import execute_notebook
 
     path = ROOT / "notebooks" / "04_research_export.ipynb"
     stored = json.loads(path.read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from outcomes.notebooks import REPORT_NOTEBOOKS
+from outcomes.report.notebooks import REPORT_NOTEBOOKS
 from outcomes.sample import write_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,7 +338,7 @@ window.addEventListener('load', () => {
 def test_report_in_headless_chromium(sample_report, tmp_path):
     """The page as a browser shows it at 1280 px: every image loads, nothing overflows
     sideways, no console error."""
-    from outcomes.report import chromium
+    from outcomes.report.html import chromium
 
     exe = chromium()
     if exe is None:

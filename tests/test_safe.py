@@ -14,8 +14,8 @@ from outcomes.audit import run_audit, write_audit
 from outcomes.cli import main
 from outcomes.dataset import load_inputs
 from outcomes.protocol import load_protocol
+from outcomes.report.workbook import write_workbook
 from outcomes.safe import neutralise, safe_text
-from outcomes.workbook import write_workbook
 
 PAYLOADS = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "@SUM(A1:A2)",
             "-2+3", "\t=1+1", " =1+1", "\r=1+1", "\u3000=1+1", "\uff1dSUM(A1)", "\n@x"]

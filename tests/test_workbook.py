@@ -5,7 +5,7 @@ from __future__ import annotations
 import openpyxl
 import pandas as pd
 
-from outcomes.workbook import write_workbook
+from outcomes.report.workbook import write_workbook
 
 
 def test_sheets_round_trip_with_formats(tmp_path):

@@ -27,7 +27,7 @@ from outcomes.files import (
     refuse_overwriting_inputs,
     write_atomic,
 )
-from outcomes.notebooks import NotebookError
+from outcomes.report.notebooks import NotebookError
 
 OUT_RULES = ("a symbolic link to a folder is followed (written into the folder it points to); "
              "a file, a link to anything else or a read-only folder is refused")
@@ -404,7 +404,7 @@ def audit_json(audit: Any, summary: pd.DataFrame, ds: Any,
         "info": audit.info,
         "inputs": [r.summary() for r in ds.results()],
     }
-    from outcomes.results import outcomes_json
+    from outcomes.analysis import outcomes_json
 
     out["outcomes"] = outcomes_json(audit, ds.outcomes_data)
     if comparison is not None:
@@ -490,7 +490,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     _must_exist(folder=args.data_dir)
     _protocol_must_exist(args.protocol)
-    from outcomes.report import build_report
+    from outcomes.report.html import build_report
     from outcomes.study import SAMPLE
 
     output_folder(args.out, "--out")

@@ -61,8 +61,8 @@ def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = 
     The full verdict table goes to CSV only: it can outgrow what Excel opens.
     """
     from outcomes.files import write_atomic
+    from outcomes.report.workbook import Sheet, write_workbook
     from outcomes.safe import neutralise
-    from outcomes.workbook import Sheet, write_workbook
 
     def csv_of(df: pd.DataFrame) -> Any:
         return lambda tmp: neutralise(df).to_csv(tmp, index=False)

@@ -1,6 +1,6 @@
 """Charts of patient outcomes, in the house style (outcomes.charts.style).
 
-Each function takes the tables of ``outcomes.results`` and returns a matplotlib Figure
+Each function takes the tables of ``outcomes.analysis`` and returns a matplotlib Figure
 (no pyplot). Titles state the subject, axes carry units, colours come from the
 Okabe–Ito palette and never carry meaning alone (groups are also named on the axis or
 in the legend). The 3–6 month window, the instrument scales and their "improved"
@@ -20,8 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from outcomes import schema
+from outcomes.analysis import CHANGE, FOLLOWED, NOT_FOLLOWED, at_risk_at
 from outcomes.charts.style import CYCLE, MEANING, PALETTE, new_figure, target_band
-from outcomes.results import CHANGE, FOLLOWED, NOT_FOLLOWED, at_risk_at
 
 __all__ = [
     "adverse_event_chart",

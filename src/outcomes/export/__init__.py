@@ -99,8 +99,8 @@ from outcomes.export.write import (
 )
 from outcomes.files import clean_stale_temp, output_folder, private_dir, publish_dir, sha256
 from outcomes.load import LoadError
+from outcomes.report.workbook import write_workbook
 from outcomes.safe import FORMULA_START, neutralise
-from outcomes.workbook import write_workbook
 
 
 def build_tables(dataset: Any, protocol: Any, key: bytes, keep: Sequence[str] = (),

@@ -149,14 +149,14 @@ def scorecard_html(study: Study, period: str = "quarter") -> str:
 
 def outcomes_html(study: Study) -> str:
     """The headline outcomes: final results, recurrence and adverse events, with rates."""
-    from outcomes import results
+    from outcomes import analysis
 
     audit = study.audit
     items: list[str] = []
     lo, hi = study.protocol.final_result_days
     if study.outcomes is not None:
-        windows = results.attach_windows(audit, study.outcomes)
-        final = results.final_summary(windows)
+        windows = analysis.attach_windows(audit, study.outcomes)
+        final = analysis.final_summary(windows)
         for r in final.itertuples():
             if r.n and np.isfinite(r.improved):
                 items.append(
@@ -169,7 +169,7 @@ def outcomes_html(study: Study) -> str:
                 items.append(f"{_e(r.title)} ({_e(r.rater)}), {lo}–{hi} days after the last "
                              f"session: median {r.median:.0f}{_e(unit)} (quartiles "
                              f"{r.q1:.0f}–{r.q3:.0f}) in {r.n:,} courses")
-        _, rec = results.recurrence(audit, windows)
+        _, rec = analysis.recurrence(audit, windows)
         if len(rec):
             r = rec.iloc[0]
             items.append(
@@ -181,7 +181,7 @@ def outcomes_html(study: Study) -> str:
     else:
         items.append("No outcomes export was given: final results and recurrence are not "
                      "reported.")
-    ae = results.adverse_events(audit).iloc[0]
+    ae = analysis.adverse_events(audit).iloc[0]
     items.append(f"Adverse events: {int(ae['events']):,} in {int(ae['sessions']):,} sessions "
                  f"({ae['rate'] * 100:.1f} per 100 sessions, 95 % interval "
                  f"{100 * ae['ci_low']:.1f}–{100 * ae['ci_high']:.1f}); "

@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 from statsmodels.duration.survfunc import CumIncidenceRight
 
-from outcomes import results as R
+from outcomes import analysis as R
 
 # course: (patient, area, first day, last day, follow-up assessments as (day after the
 # last session, recurrence)); days count from 2024-01-01.

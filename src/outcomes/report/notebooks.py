@@ -17,7 +17,7 @@ from outcomes.errors import OutcomesError
 if TYPE_CHECKING:  # nbformat takes a second to import; the CLI loads it only for reports
     import nbformat
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[3] / "notebooks"
 NOTEBOOKS = ["00_scorecard", "01_data_quality", "02_protocol_compliance",
              "03_patient_outcomes", "04_research_export"]
 #: The meeting pack: scorecard first, data quality last; the research export stays out.

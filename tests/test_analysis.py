@@ -1,4 +1,4 @@
-"""Tests for outcomes.results against independent values.
+"""Tests for outcomes.analysis against independent values.
 
 Every expected number comes from a cited publication, from scipy on the same data, or
 from a small hand-built case whose answer is written out here. Never from our own output.
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from outcomes import results as R
+from outcomes import analysis as R
 from outcomes import schema
 from outcomes.audit import run_audit
 from outcomes.dataset import load_data_dir
@@ -444,13 +444,14 @@ def test_compliance_groups_hand(hand):
 
 def test_no_criterion_of_the_default_protocol_is_named_in_the_code():
     """Comparisons follow `protocol.key_criteria` and energy bands `protocol.range_of`:
-    results.py and charts/outcomes.py name no criterion id (a quoted id, or an id with
+    analysis/ and charts/outcomes.py name no criterion id (a quoted id, or an id with
     an underscore anywhere), so another protocol file works unchanged."""
     import re
 
     ids = [c.id for c in load_protocol().criteria]
     assert "start_energy" in ids and "interval" in ids
-    for path in (ROOT / "src/outcomes/results.py", ROOT / "src/outcomes/charts/outcomes.py"):
+    for path in (*sorted((ROOT / "src/outcomes/analysis").glob("*.py")),
+                 ROOT / "src/outcomes/charts/outcomes.py"):
         text = path.read_text(encoding="utf-8")
         for cid in ids:
             assert not re.search(rf"[\"']{cid}[\"']", text), (path.name, cid)
@@ -677,7 +678,7 @@ def test_notebook_is_stored_without_outputs_and_has_parameters():
 
 
 def _run_notebook(data_dir: Path, out_dir: Path):
-    from outcomes.notebooks import execute_notebook
+    from outcomes.report.notebooks import execute_notebook
 
     return execute_notebook(NOTEBOOK, {"DATA_DIR": str(data_dir.resolve()),
                                        "PROTOCOL": "flexsys-hair-regrowth",

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from outcomes import results as R
+from outcomes import analysis as R
 from outcomes.audit import run_audit
 from outcomes.dataset import load_data_dir
 from outcomes.protocol import load_protocol

@@ -165,7 +165,7 @@ def clinician_html(study: Study, clinician: str) -> str:
 
 def write_clinician_pages(study: Study, out_dir: str | Path, pdf: bool = True) -> list[Path]:
     """clinicians/<name>.html (and .pdf) for every clinician with audited sessions."""
-    from outcomes.report import print_pdf
+    from outcomes.report.html import print_pdf
 
     folder = Path(out_dir) / "clinicians"
     folder.mkdir(parents=True, exist_ok=True)

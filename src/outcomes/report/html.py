@@ -27,11 +27,16 @@ from nbconvert.filters import markdown2html_mistune
 from outcomes import __version__
 from outcomes.audit import write_audit
 from outcomes.dataset import Dataset
-from outcomes.feedback import write_clinician_pages
 from outcomes.files import write_atomic
-from outcomes.notebooks import REPORT_NOTEBOOKS, NotebookError, execute_notebook, notebook_dir
 from outcomes.progress import Progress
 from outcomes.protocol import Protocol, load_protocol
+from outcomes.report.feedback import write_clinician_pages
+from outcomes.report.notebooks import (
+    REPORT_NOTEBOOKS,
+    NotebookError,
+    execute_notebook,
+    notebook_dir,
+)
 from outcomes.safe import neutralise
 from outcomes.study import SAMPLE
 from outcomes.study import open as open_study
