@@ -161,3 +161,21 @@ def test_a_killed_export_leaves_no_readable_or_passed_folder(data, tmp_path):
     assert not left[0].exists()
     assert json.loads((out / "manifest.json").read_text())["leak_check"]["result"] == "passed"
     assert stat.S_IMODE(out.stat().st_mode) != 0o700  # the released folder: usual permissions
+
+
+def test_a_second_report_into_the_same_folder_is_refused(tmp_path):
+    """While one report writes a folder, another into it is one sentence, exit 1: the
+    folder never mixes report.html of one run with audit.xlsx of another."""
+    import subprocess
+    import sys
+
+    from outcomes.files import locked
+
+    out = tmp_path / "pack"
+    with locked(out):
+        res = subprocess.run([sys.executable, "-m", "outcomes", "report", "--out", str(out)],
+                             check=False, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and "another outcomes run is writing to" in err[0]
+    assert not (out / "report.html").exists()

@@ -494,8 +494,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from outcomes.study import SAMPLE
 
     output_folder(args.out, "--out")
-    result = build_report(args.data_dir or SAMPLE, args.protocol, args.out,
-                          period=args.period)
+    with locked(args.out):  # a second report into the same folder waits its turn: refused
+        result = build_report(args.data_dir or SAMPLE, args.protocol, args.out,
+                              period=args.period)
     print(f"report written to {result.html}")
     if result.pdf is not None:
         print(f"PDF written to {result.pdf}")
