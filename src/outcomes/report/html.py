@@ -75,7 +75,7 @@ h1,h2,h3{break-after:avoid}
 tr,img{break-inside:avoid}
 table{font-size:7.5pt;margin:.3em 0 .6em}
 th,td{padding:.1em .35em}
-img{max-height:85mm;width:auto;max-width:100%;margin:.3em 0 .6em}
+img{max-height:80mm;width:auto;max-width:100%;margin:.3em 0 .6em}
 a{color:inherit;text-decoration:none}
 }
 """
@@ -226,7 +226,7 @@ def build_report(data_dir: str | Path | None = None, protocol: str | Path = "fle
            f"data to {html.escape(str(study.audit.info.get('data_end') or '—'))}</p>"
            f"<h1 id=\"top\">{html.escape(title)}</h1></header>"
            f"{bodies[0]}{nav}{''.join(bodies[1:])}"
-           f"<section class=\"notebook\"><h1 id=\"about\">About this report</h1>"
+           f"<section class=\"about\"><h1 id=\"about\">About this report</h1>"
            f"<p class=\"note\">Made from the data below; every flagged session names the "
            f"file and row it came from. The Excel workbook <code>audit.xlsx</code> beside "
            f"this file holds the compliance tables and the flagged sessions; "
