@@ -280,7 +280,12 @@ def indicator_table(audit: Audit) -> pd.DataFrame:
                        ci_low=float(x.quantile(0.25)) if n else np.nan,
                        ci_high=float(x.quantile(0.75)) if n else np.nan)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=INDICATOR_COLUMNS)
+
+
+#: The columns of the indicator table (also when a protocol lists no indicator).
+INDICATOR_COLUMNS = ["id", "title", "sheet", "documented", "not_documented", "statistic",
+                     "value", "ci_low", "ci_high"]
 
 
 def compare(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
