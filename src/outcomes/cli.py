@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="compliance with the protocol and the flagged sessions")
     a.add_argument("sessions", metavar="SESSIONS",
                    help="the sessions export (csv, xlsx, parquet)")
-    a.add_argument("--outcomes", metavar="F", help="outcomes export (for final_assessment)")
+    a.add_argument("--outcomes", metavar="F", help="outcomes export (for the outcome-assessment criteria and outcomes)")
     a.add_argument("--mapping", metavar="M",
                    help="mapping file of the sessions export (default: beside it)")
     a.add_argument("--outcomes-mapping", metavar="M",

@@ -223,7 +223,7 @@ def _flag(s: pd.DataFrame, name: str, want: bool) -> tuple[np.ndarray, np.ndarra
 def items_figures(audit: Audit, c: Criterion) -> list[Figure]:
     """Every yes/no item of a required_true / required_false criterion."""
     s = audit.sessions.iloc[applicable(audit, c)]
-    want = c.rule == "required_true"
+    want = c.kind.want
     checks = {schema.label(f): _flag(s, f, want) for f in c.params["fields"]}
     words = ("done", "not done") if want else ("absent", "present")
     return [_checks_figure(s, checks, c, words)]

@@ -331,24 +331,23 @@ class RequiredTrue(Rule):
     chart = "items"
     topic = "Checklists"
     summary = "every listed yes/no field is yes"
+    #: the answer every listed field must have, and how the criterion says it
+    want: ClassVar[bool] = True
+    words: ClassVar[str] = "yes"
 
     def evaluate(self, p: dict[str, Any], t: Tables) -> Evaluation:
-        return eval_flags(t.sessions, list(p["fields"]), True)
+        return eval_flags(t.sessions, list(p["fields"]), self.want)
 
     def describe(self, p: dict[str, Any]) -> str:
-        return "yes: " + "; ".join(schema.label(f) for f in p["fields"])
+        return f"{self.words}: " + "; ".join(schema.label(f) for f in p["fields"])
 
 
 class RequiredFalse(RequiredTrue):
     name = "required_false"
     topic = "Screening"
     summary = "every listed yes/no field is no (e.g. contraindications)"
-
-    def evaluate(self, p: dict[str, Any], t: Tables) -> Evaluation:
-        return eval_flags(t.sessions, list(p["fields"]), False)
-
-    def describe(self, p: dict[str, Any]) -> str:
-        return "none present: " + "; ".join(schema.label(f) for f in p["fields"])
+    want = False
+    words = "none present"
 
 
 class AllOf(Rule):

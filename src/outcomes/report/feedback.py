@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,11 +52,25 @@ def file_name(name: str, used: set[str]) -> str:
     return stem
 
 
-def clinician_table(study: Study, clinician: str) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Pooled:
+    """What every clinician's page is read against, worked out once for all the pages."""
+
+    by: pd.DataFrame  # compliance by clinician
+    funnels: pd.DataFrame  # every clinician on every criterion's funnel
+    flagged: pd.DataFrame  # every flagged record
+
+    @classmethod
+    def of(cls, study: Study) -> Pooled:
+        by = study.audit.summary("operator")
+        by = by.assign(operator=by["operator"].astype(str))
+        return cls(by, funnel_tables(by), study.audit.flagged())
+
+
+def clinician_table(study: Study, clinician: str, pooled: Pooled | None = None) -> pd.DataFrame:
     """Per criterion: this clinician against all others pooled, and the funnel position."""
-    by = study.audit.summary("operator")
-    by = by.assign(operator=by["operator"].astype(str))
-    funnels = funnel_tables(by)
+    pooled = pooled or Pooled.of(study)
+    by, funnels = pooled.by, pooled.funnels
     mine = by[by["operator"] == clinician].set_index("criterion")
     rows = []
     for c in study.protocol.criteria:
@@ -120,10 +135,11 @@ def _pct(x: float) -> str:
     return "—" if not np.isfinite(x) else f"{x:.0f} %"
 
 
-def clinician_html(study: Study, clinician: str) -> str:
+def clinician_html(study: Study, clinician: str, pooled: Pooled | None = None) -> str:
     """One clinician's feedback page."""
-    table = clinician_table(study, clinician)
-    flagged = study.audit.flagged()
+    pooled = pooled or Pooled.of(study)
+    table = clinician_table(study, clinician, pooled)
+    flagged = pooled.flagged
     theirs = flagged[flagged["operator"].astype(str) == clinician]
     sessions = study.sessions
     n_sessions = int((sessions["operator"].astype(str) == clinician).sum())
@@ -172,10 +188,11 @@ def write_clinician_pages(study: Study, out_dir: str | Path, pdf: bool = True) -
     names = sorted(study.sessions["operator"].dropna().astype(str).unique())
     used: set[str] = set()
     written = []
+    pooled = Pooled.of(study)
     for name in names:
         stem = file_name(name, used)
         page = write_atomic(folder / f"{stem}.html",
-                            lambda t, n=name: t.write_text(clinician_html(study, n),
+                            lambda t, n=name: t.write_text(clinician_html(study, n, pooled),
                                                            encoding="utf-8"))
         written.append(page)
         if pdf:

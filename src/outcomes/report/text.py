@@ -14,17 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from outcomes.audit import STATUS_TEXT, Audit
+from outcomes.audit import Audit
 from outcomes.charts.compliance import POSITIONS, funnel_tables, monthly_p_chart
 from outcomes.protocol import Criterion, Protocol
 
 __all__ = [
     "clinician_outliers",
-    "compliance_table",
     "flagged_table",
     "headlines",
     "headlines_markdown",
-    "section_table",
     "step_findings",
 ]
 
@@ -188,31 +186,6 @@ def headlines_markdown(audit: Audit) -> str:
     return "\n".join(f"- {line}" for line in headlines(audit))
 
 
-def section_table(by_operator: pd.DataFrame, summary: pd.DataFrame,
-                  criteria: list[str]) -> pd.DataFrame:
-    """Per clinician (rows), for a few steps (columns): '84.1 % of 201' (percent compliant
-    of eligible); all clinicians in the last row."""
-    s = summary.set_index(summary["criterion"].astype(str))
-    crit = [c for c in criteria if c in s.index]
-    d = by_operator.assign(criterion=by_operator["criterion"].astype(str),
-                           operator=by_operator["operator"].astype(str))
-    d = d[d["criterion"].isin(crit)]
-    pv = d.pivot_table(index="operator", columns="criterion", values="percent",
-                       aggfunc="first", observed=True).reindex(columns=crit)
-    n = d.pivot_table(index="operator", columns="criterion", values="eligible",
-                      aggfunc="first", observed=True).reindex(columns=crit)
-    pv.loc["All clinicians"] = s.loc[crit, "percent"].to_numpy(dtype=float)
-    n.loc["All clinicians"] = s.loc[crit, "eligible"].to_numpy(dtype=float)
-    out = pd.DataFrame(index=pv.index)
-    out.index.name = "Clinician"
-    for c in crit:
-        col = f"{s.loc[c, 'title']} (target {s.loc[c, 'target']:g} %)"
-        out[col] = ["–" if not np.isfinite(p) else f"{p:.1f} % of {int(k):,}"
-                    for p, k in zip(pv[c].to_numpy(dtype=float),
-                                    n[c].fillna(0).to_numpy(dtype=float))]
-    return out
-
-
 def criterion_table(by_operator: pd.DataFrame, summary: pd.DataFrame,
                     criterion: str) -> pd.DataFrame:
     """One criterion's compliance, all clinicians and each: a short table (clinicians as
@@ -258,26 +231,6 @@ def clinician_outliers(audit: Audit, which: str = "below") -> pd.DataFrame:
 
 def _p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def compliance_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """A compliance summary for reading: least-followed step first, rounded, status in words."""
-    s = summary.sort_values("percent", kind="stable", na_position="last")
-    low, high = ((s["ci_low_clustered"], s["ci_high_clustered"]) if "ci_low_clustered" in s
-                 else (s["ci_low"], s["ci_high"]))
-    ci = [("–" if not np.isfinite(lo) else f"{lo:.1f}–{hi:.1f}")
-          for lo, hi in zip(low, high, strict=True)]
-    return pd.DataFrame({
-        "Step": s["title"].to_numpy(),
-        "Eligible": s["eligible"].to_numpy(),
-        "Compliant": s["compliant"].to_numpy(),
-        "Deviations": s["deviations"].to_numpy(),
-        "Not documented": s["missing"].to_numpy(),
-        "% compliant": s["percent"].round(1).to_numpy(),
-        "95 % interval (patients as clusters)": ci,
-        "Target %": s["target"].to_numpy(),
-        "Status": [STATUS_TEXT.get(x, x) for x in s["status"]],
-    })
 
 
 def flagged_table(flagged: pd.DataFrame, rows: int = 25) -> pd.DataFrame:
