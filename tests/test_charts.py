@@ -345,8 +345,8 @@ def test_no_pyplot():
 # --------------------------------------------------------------------------- notebooks
 
 HEADINGS = {
-    "01_data_quality": ["Input files", "Rejected rows", "Warnings", "Unknown columns",
-                        "Missing values per field"],
+    "01_data_quality": ["Input files", "Several exports combined", "Rejected rows", "Warnings",
+                        "Unknown columns", "Missing values per field"],
     "02_protocol_compliance": ["Compliance summary", "Each step of the protocol",
                                "Monitored indicators", "Compliance over time", "Clinicians",
                                "Flagged sessions"],

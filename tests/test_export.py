@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -429,9 +430,7 @@ def test_planted_identifier_refuses_the_export(dataset, protocol, tmp_path):
     email = s["email"].dropna().iloc[0]
     s["device_serial"] = s["device_serial"].astype(object)
     s.loc[5, "device_serial"] = email  # an e-mail address in a kept column
-    planted = type(dataset)(sessions=type(dataset.sessions)(**{**vars(dataset.sessions),
-                                                              "data": s}),
-                            outcomes=dataset.outcomes, paths=dataset.paths)
+    planted = replace(dataset, sessions=replace(dataset.sessions, data=s))
     out = tmp_path / "e"
     with pytest.raises(LoadError) as err:
         export.research_export(planted, protocol, KEY_A, out, keep=["device_serial"])
@@ -445,9 +444,7 @@ def test_planted_identifier_refuses_the_export(dataset, protocol, tmp_path):
     s2 = dataset.sessions.data.copy()
     pid = s2["patient_id"].iloc[10]
     s2.loc[3, "clinic"] = pid
-    planted2 = type(dataset)(sessions=type(dataset.sessions)(**{**vars(dataset.sessions),
-                                                               "data": s2}),
-                             outcomes=dataset.outcomes, paths=dataset.paths)
+    planted2 = replace(dataset, sessions=replace(dataset.sessions, data=s2))
     manifest = export.research_export(planted2, protocol, KEY_A, out)
     assert {"table": "sessions", "field": "clinic", "values_replaced": 1,
             "rule": export.deidentify._treat("scrubbed", 8)} in manifest["recoded"]

@@ -266,6 +266,23 @@ def test_report_on_another_small_data_set(tmp_path):
     assert "Traceback" not in page and page.count("data:image/png") >= 10
 
 
+def test_report_on_several_exports_lists_files_repeats_and_conflicts(tmp_path):
+    """data/sample/multi: three overlapping exports and a German device log."""
+    res = run_report(str(SAMPLE / "multi"), "--out", str(tmp_path / "r"))
+    assert res.returncode == 0, res.stderr
+    page = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert "Traceback" not in page
+    section = page[page.index("Several exports combined</h2>"):]
+    section = section[:section.index("<h2")]
+    for name in ("sessions-2025-08.csv", "sessions-2026-03.csv", "sessions-2026-10.csv",
+                 "sessions-geraet.csv", "outcomes-2025-12.csv", "outcomes-2026-12.csv"):
+        assert name in section
+    assert "combined into 1,172 sessions" in section
+    assert re.search(r"conflicts with sessions-2025-08\.csv row \d+ on post_cooling_min",
+                     section)
+    assert "Sources" in page  # the flagged sessions name every file and row
+
+
 def test_failing_notebook_names_notebook_and_cell(tmp_path):
     nbs = tmp_path / "nbs"
     shutil.copytree(NB_DIR, nbs)

@@ -35,9 +35,14 @@ AUDIT_OUTPUTS = ("compliance.csv", "verdicts.csv", "flagged_sessions.csv", "reje
                  "audit.xlsx")
 
 
-def _inputs(*paths: str | None) -> list[str]:
+def _flat(*paths: str | list[str] | None) -> list[str | None]:
+    """Arguments that may be repeated (SESSIONS…, --outcomes), as one list."""
+    return [q for p in paths for q in (p if isinstance(p, list) else [p])]
+
+
+def _inputs(*paths: str | list[str] | None) -> list[str]:
     """Input files of a command, with the mapping files beside them."""
-    given = [p for p in paths if p and Path(p).exists()]  # a protocol id is not a file
+    given = [p for p in _flat(*paths) if p and Path(p).exists()]  # a protocol id is not a file
     beside = [str(m) for m in map(mapping_beside, given) if m is not None]
     return given + beside
 
@@ -63,11 +68,11 @@ def mapping_beside(path: str | Path) -> Path | None:
     return beside(path)
 
 
-def _must_exist(*files: str | None, folder: str | None = None) -> None:
+def _must_exist(*files: str | list[str] | None, folder: str | None = None) -> None:
     """Name a missing input at once, before the seconds that pandas takes to import."""
     if folder is not None and not Path(folder).exists():
         raise LoadError(f"data folder {folder} does not exist")
-    for f in files:
+    for f in _flat(*files):
         if f is not None and not Path(f).exists():
             raise LoadError(f"{f} does not exist")
 
@@ -103,13 +108,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--xlsx", action="store_true",
                    help="also write the sessions as a German XLSX with its mapping (DIR/de/)")
     a = sub.add_parser("audit", help="compliance with the protocol and the flagged sessions")
-    a.add_argument("sessions", metavar="SESSIONS",
-                   help="the sessions export (csv, xlsx, parquet)")
-    a.add_argument("--outcomes", metavar="F", help="outcomes export (for the outcome-assessment criteria and outcomes)")
+    a.add_argument("sessions", metavar="SESSIONS", nargs="+",
+                   help="one or more sessions exports (csv, xlsx, parquet): periods, sites, "
+                   "the device log and the notes are combined into one data set")
+    a.add_argument("--outcomes", metavar="F", action="append",
+                   help="outcomes export (for the outcome-assessment criteria and outcomes); "
+                   "repeat for several")
     a.add_argument("--mapping", metavar="M",
-                   help="mapping file of the sessions export (default: beside it)")
+                   help="mapping file for every sessions export (default: each one's beside it)")
     a.add_argument("--outcomes-mapping", metavar="M",
-                   help="mapping file of the outcomes export (default: beside it)")
+                   help="mapping file for every outcomes export (default: each one's beside it)")
     a.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE",
                    help="a shipped protocol id or a protocol .toml file "
                    "(default: flexsys-hair-regrowth)")
@@ -126,13 +134,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="re-audit: compare with an earlier export of sessions (same mapping)")
 
     e = sub.add_parser("export", help="de-identified research export")
-    e.add_argument("sessions", metavar="SESSIONS",
-                   help="the sessions export (csv, xlsx, parquet)")
-    e.add_argument("--outcomes", metavar="F", help="the outcomes export")
+    e.add_argument("sessions", metavar="SESSIONS", nargs="+",
+                   help="one or more sessions exports (csv, xlsx, parquet), combined into one "
+                   "data set")
+    e.add_argument("--outcomes", metavar="F", action="append",
+                   help="the outcomes export; repeat for several")
     e.add_argument("--mapping", metavar="M",
-                   help="mapping file of the sessions export (default: beside it)")
+                   help="mapping file for every sessions export (default: each one's beside it)")
     e.add_argument("--outcomes-mapping", metavar="M",
-                   help="mapping file of the outcomes export (default: beside it)")
+                   help="mapping file for every outcomes export (default: each one's beside it)")
     e.add_argument("--key-file", metavar="K", default=None,
                    help="secret key (32+ bytes) for the pseudonyms; never written to the output")
     e.add_argument("--out", required=True, metavar="DIR",
@@ -149,8 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write the meeting pack: report.html, report.pdf, "
                        "audit.xlsx")
     r.add_argument("data_dir", nargs="?", default=None, metavar="DATA_DIR",
-                   help="folder of sessions.* (and outcomes.*) exports, each with an optional "
-                   "NAME.mapping.toml beside it (default: the bundled sample data)")
+                   help="folder of sessions* (and outcomes*) exports, each with an optional "
+                   "NAME.mapping.toml beside it; several are combined into one data set "
+                   "(default: the bundled sample data)")
     r.add_argument("--protocol", default="flexsys-hair-regrowth", metavar="ID_OR_FILE",
                    help="a shipped protocol id or a protocol .toml file "
                    "(default: flexsys-hair-regrowth)")
@@ -231,6 +242,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     mapping = read_mapping(args.mapping) if args.mapping else None
     results = [load(f, mapping=mapping, progress=None if not args.json else False)
                for f in args.files]
+    results, combined = _combined(results)
     if args.rejects:  # one log over all files: sessions and outcomes may be checked together
         rejections = pd.concat([r.rejections for r in results], ignore_index=True)
         from outcomes.safe import neutralise
@@ -241,13 +253,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise _write_failed(f"--rejects {args.rejects}", exc) from None
     if args.json:
-        print(json.dumps(validate_json(results), ensure_ascii=False, default=str))
+        out = validate_json(results)
+        out["combined"] = [{"table": c.table, "files": len(c.file.split(", ")),
+                            "rows_used": c.rows_loaded, "rows": len(c.data)} for c in combined]
+        print(json.dumps(out, ensure_ascii=False, default=str))
     else:
         print(validate_text(results, args.rejects))
+        for c in combined:
+            unit = "sessions" if c.table == "sessions" else "assessments"
+            print(f"{len(c.file.split(', '))} {c.table} exports combined: "
+                  f"{c.rows_loaded:,} rows used make {len(c.data):,} {unit} (repeats and "
+                  "conflicts between the files are rejected above)")
     problems = [p for p in (r.unusable() for r in results) if p]
     for p in problems:  # the accounting above says which rows; this says the file is unusable
         print(f"outcomes validate: {p}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _combined(results: list[LoadResult]) -> tuple[list[LoadResult], list[LoadResult]]:
+    """Several exports of one table are checked as the audit combines them: each file's
+    result with the repeats and conflicts between the files, and the combined tables."""
+    from outcomes.combine import combine
+
+    by_table: dict[str, list[int]] = {}
+    for i, r in enumerate(results):
+        by_table.setdefault(r.table, []).append(i)
+    results = list(results)
+    combined = []
+    for at in by_table.values():
+        if len(at) < 2:
+            continue
+        c = combine([results[i] for i in at])
+        for i, f in zip(at, c.files, strict=True):
+            results[i] = f
+        combined.append(c.result)
+    return results, combined
 
 
 def validate_json(results: list[LoadResult]) -> dict[str, Any]:
@@ -355,7 +395,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                      progress=False if quiet else None)
     audit = run_audit(ds.sessions.data, protocol, ds.outcomes_data)
     if nothing := audit.nothing_audited():
-        raise LoadError(f"{Path(args.sessions).name}: {nothing}")
+        raise LoadError(f"{', '.join(Path(f).name for f in args.sessions)}: {nothing}")
     verdicts = audit.period(args.since, args.until) if (since or until) else audit.verdicts
     summary = audit.summary_of(verdicts)
     comparison = None
@@ -367,7 +407,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         earlier = load_inputs(args.compare_to, None, args.mapping, progress=False if quiet
                               else None)
         before_audit = run_audit(earlier.sessions.data, protocol, ds.outcomes_data)
-        comparison, about = compare_exports(audit, before_audit, Path(args.sessions).name,
+        comparison, about = compare_exports(audit, before_audit,
+                                            ", ".join(Path(f).name for f in args.sessions),
                                             Path(args.compare_to).name)
         comparison = comparison.assign(**about)
     if out is not None:

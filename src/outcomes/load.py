@@ -1293,10 +1293,15 @@ class LoadResult:
     unknown_columns: list[str]
     absent_fields: list[str]
     columns_used: dict[str, str]
+    #: per loaded row, whether the export gave its session_id (else it was derived)
+    session_id_given: np.ndarray | None = None
 
     @property
     def rows_rejected(self) -> int:
-        return int(self.rejections["row"].nunique()) if len(self.rejections) else 0
+        """Rows with at least one rejection (a row of one file counts once)."""
+        if not len(self.rejections):
+            return 0
+        return len(self.rejections[["file", "row"]].drop_duplicates())
 
     @property
     def rows_loaded(self) -> int:
@@ -1618,7 +1623,10 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | No
     patient_day = _pair_key(keys["patient_id"], keys[date_field])
     shared = _shared(patient_day)  # only these rows can repeat another row or its day
     _reject_duplicates(raw, record_text, rows, reject, patient_day, shared)
+    given = None
     if table == "sessions":
+        sid = values.get("session_id")
+        given = np.zeros(n, dtype=bool) if sid is None else sid.notna().to_numpy()
         _derive_session_ids(values, rejected, rows, reject, patient_day, shared)
     bar.step("checked")
 
@@ -1646,7 +1654,8 @@ def _normalise(raw: pd.DataFrame, rows: np.ndarray, record_text: RecordText | No
               and not (table == "sessions" and f.name == "session_id")]
     return LoadResult(table=table, file=file, data=data, rejections=rej, warnings=warnings,
                       rows_read=n, unknown_columns=unknown, absent_fields=absent,
-                      columns_used=dict(used))
+                      columns_used=dict(used),
+                      session_id_given=None if given is None else given[keep])
 
 
 def _raw_text(raw: pd.DataFrame, used: dict[str, str], fname: str, i: int) -> str:
@@ -1896,7 +1905,7 @@ def _assemble(raw: pd.DataFrame, values: dict[str, pd.Series], later: dict[str, 
     # an unknown column named like an output column (a 'passes' beside the mapped
     # 'Anzahl', a 'source_row') is kept under another name, never in its place
     taken = {f.name for f in schema.TABLES[table]} | set(schema.INSTRUMENTS) \
-        | {"source_file", "source_row"}
+        | {"source_file", "source_row", "sources"}
     for h in unknown:
         name = h
         while name in taken:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import os
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pandas as pd
 
 from outcomes import __version__
 from outcomes.audit import Audit, run_audit
-from outcomes.dataset import Dataset, find_input, load_data_dir, load_inputs
+from outcomes.dataset import Dataset, as_paths, find_inputs, load_data_dir, load_inputs
 from outcomes.files import sha256, write_atomic
 from outcomes.load import LoadError, mapping_beside
 from outcomes.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol
@@ -90,25 +91,24 @@ class Study:
         return write_atomic(Path(path), dump)
 
 
-def _inputs(data: Path, outcomes: str | Path | None, mapping: str | Path | None,
+def _inputs(data: list[Path], outcomes: list[Path], mapping: str | Path | None,
             outcomes_mapping: str | Path | None) -> list[Path]:
     """The files a study is made from: exports and their mapping files."""
-    if data.is_dir():
-        found = [find_input(data, "sessions"), find_input(data, "outcomes")]
-        files = [p for p in found if p is not None]
+    if len(data) == 1 and data[0].is_dir():
+        files = find_inputs(data[0], "sessions") + find_inputs(data[0], "outcomes")
     else:
-        files = [data] + ([Path(outcomes)] if outcomes else [])
+        files = data + outcomes
     maps = [Path(m) for m in (mapping, outcomes_mapping) if m]
     maps += [m for m in (mapping_beside(f) for f in files) if m is not None]
     return files + maps
 
 
-def _fingerprint(data: Path, protocol: Protocol, outcomes: str | Path | None,
+def _fingerprint(data: list[Path], protocol: Protocol, outcomes: list[Path],
                  mapping: str | Path | None, outcomes_mapping: str | Path | None
                  ) -> dict[str, Any]:
     files = _inputs(data, outcomes, mapping, outcomes_mapping)
     return {"software": __version__,
-            "inputs": sorted((str(p.resolve()), sha256(p)) for p in files if p.is_file()),
+            "inputs": [(str(p.resolve()), sha256(p)) for p in files if p.is_file()],
             "protocol": repr(replace(protocol, path=""))}
 
 
@@ -132,34 +132,40 @@ def _read_saved(path: Path, fingerprint: dict[str, Any]) -> Study | None:
     return study if isinstance(study, Study) else None
 
 
-def open(data: str | Path | None = None, protocol: str | Path | Protocol = DEFAULT_PROTOCOL,
-         outcomes: str | Path | None = None, mapping: str | Path | None = None,
+def open(data: str | Path | Sequence[str | Path] | None = None,
+         protocol: str | Path | Protocol = DEFAULT_PROTOCOL,
+         outcomes: str | Path | Sequence[str | Path] | None = None,
+         mapping: str | Path | None = None,
          outcomes_mapping: str | Path | None = None, saved: str | Path | None = None,
          progress: bool | None = None) -> Study:
     """Load a data folder (or a sessions export) and audit it against a protocol.
 
-    `data` is a DATA_DIR (sessions.* and optional outcomes.*, mappings beside them) or a
-    sessions export with `outcomes=` beside it; the default is the sample data. With
+    `data` is a DATA_DIR (every sessions* and outcomes* export, mappings beside them),
+    or one or more sessions exports with `outcomes=` (one or more) beside them; the
+    default is the sample data. Several exports of a table are combined into one. With
     `saved`, a study saved there from the same inputs and protocol is reused.
     """
-    path = Path(data) if data is not None else SAMPLE
-    if not path.exists():
-        raise LoadError(f"{'data folder' if data is None or path.suffix == '' else 'file'} "
-                        f"{path} does not exist")
+    paths = as_paths(data) or [SAMPLE]
+    outcome_paths = as_paths(outcomes)
+    for path in paths + outcome_paths:
+        if not path.exists():
+            kind = "data folder" if data is None or path.suffix == "" else "file"
+            raise LoadError(f"{kind} {path} does not exist")
+    path = paths[0]
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
-    fingerprint = _fingerprint(path, proto, outcomes, mapping, outcomes_mapping)
+    fingerprint = _fingerprint(paths, proto, outcome_paths, mapping, outcomes_mapping)
     if saved is not None and Path(saved).is_file():
         study = _read_saved(Path(saved), fingerprint)
         if study is not None:
             return study
     _trace("load")
-    if path.is_dir():
+    if len(paths) == 1 and path.is_dir():
         ds = load_data_dir(path, progress=progress)
     else:
-        ds = load_inputs(path, outcomes, mapping=mapping, outcomes_mapping=outcomes_mapping,
+        ds = load_inputs(paths, outcome_paths, mapping=mapping, outcomes_mapping=outcomes_mapping,
                          progress=progress)
     _trace("audit")
     audit = run_audit(ds.sessions.data, proto, ds.outcomes_data)
     if nothing := audit.nothing_audited():
-        raise LoadError(f"{ds.paths['sessions'].name}: {nothing}")
+        raise LoadError(f"{ds.paths[0].name}: {nothing}")
     return Study(ds, proto, audit, fingerprint)

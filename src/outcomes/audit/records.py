@@ -35,7 +35,8 @@ def flagged_records(audit: Audit) -> pd.DataFrame:
 def verdict_records(audit: Audit, verdicts: pd.DataFrame | None = None) -> pd.DataFrame:
     """Verdicts with the session (or, for a course, its last session) they are about.
 
-    Each row names the source file and row, so a reviewer can open the record.
+    Each row names the source file and row, so a reviewer can open the record; a
+    session combined from several exports also names them all (`sources`).
     """
     return _records(audit, audit.verdicts if verdicts is None else verdicts, None)
 
@@ -75,7 +76,10 @@ def _records(audit: Audit, v: pd.DataFrame, pick: np.ndarray | None) -> pd.DataF
     got = dict(zip(jobs, map_threads(lambda k: _gather(*jobs[k]), jobs), strict=True))
     got.update(date=date, observed=v["observed"].to_numpy()[at],
                source_row=s["source_row"].to_numpy()[row] if "source_row" in s else None)
-    return pd.DataFrame({k: got.get(k) for k in RECORD_COLUMNS}, columns=RECORD_COLUMNS)
+    columns = RECORD_COLUMNS + ["sources"] * ("sources" in s)
+    if "sources" in s:  # several exports: every file and row the session came from
+        got["sources"] = _gather(s["sources"], row)
+    return pd.DataFrame({k: got.get(k) for k in columns}, columns=columns)
 
 
 def _date_then_rank(date: np.ndarray, rank: np.ndarray) -> np.ndarray:

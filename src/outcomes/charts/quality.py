@@ -71,6 +71,46 @@ def files_table(files: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def combined_text(dataset: Any) -> str:
+    """One paragraph: how many records from how many files became how many sessions."""
+    parts = []
+    for table, result, unit in (("sessions", dataset.sessions, "sessions"),
+                                ("outcomes", dataset.outcomes, "assessments")):
+        if result is None:
+            continue
+        files = [r for r in dataset.inputs if r.table == table]
+        if len(files) == 1:
+            parts.append(f"The {table} come from one export, {Path(files[0].file).name}.")
+            continue
+        parts.append(
+            f"{len(files)} {table} exports: {result.rows_read:,} records read, "
+            f"{result.rows_loaded:,} used, combined into {len(result.data):,} {unit}; "
+            f"{result.rows_rejected:,} rejected (repeats, conflicts and unusable rows).")
+    return " ".join(parts)
+
+
+def overlap_table(files: pd.DataFrame) -> pd.DataFrame:
+    """Per input file: records read and used, records of sessions another file also has,
+    repeats of another file's record, and records that conflict with another file."""
+    if "shared" not in files:
+        files = files.assign(shared=0, duplicates=0, conflicts=0)
+    return pd.DataFrame({
+        "File": [Path(f).name for f in files["file"]],
+        "Table": files["table"].to_numpy(),
+        "Rows read": files["rows_read"].to_numpy(),
+        "Used": files["rows_loaded"].to_numpy(),
+        "Shared with another file": files["shared"].to_numpy(),
+        "Duplicates": files["duplicates"].to_numpy(),
+        "Conflicts": files["conflicts"].to_numpy(),
+    })
+
+
+def conflict_list(rejections: pd.DataFrame, rows: int | None = 100) -> pd.DataFrame:
+    """The records rejected because another export gives a field differently."""
+    r = rejections[rejections["reason"].astype(str).str.startswith("conflicts with")]
+    return rejection_list(r, rows)
+
+
 def _with_field(field: Any, text: str) -> str:
     field = str(field)
     return text if field in ("(whole row)", "", "nan", "<NA>") else f"{field}: {text}"

@@ -167,8 +167,10 @@ def build_tables(dataset: Any, protocol: Any, key: bytes, keep: Sequence[str] = 
         plan.removed.append({"table": table, "field": col, "role": "(not in the schema)",
                              "had_values": True, "reason": "column outside the schema; keep "
                              "it with --keep COLUMN if the research needs it"})
-    for table in ("sessions", "outcomes"):
-        plan.removed.append({"table": table, "field": "source_file, source_row",
+    for table, result in (("sessions", dataset.sessions), ("outcomes", dataset.outcomes)):
+        several = result is not None and "sources" in result.data
+        plan.removed.append({"table": table,
+                             "field": "source_file, source_row" + ", sources" * several,
                              "role": "(load bookkeeping)", "had_values": True,
                              "reason": "file name and row number link back to the clinic's "
                              "records"})

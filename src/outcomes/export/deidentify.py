@@ -243,9 +243,9 @@ def treatment_table(threshold: int = DEFAULT_THRESHOLD) -> pd.DataFrame:
                  "recognise", "in_this_export": "removed, unless named with --keep COLUMN "
                  "(then kept as given and listed in the manifest)",
                  "fields": "any other column"})
-    rows.append({"role": "(load bookkeeping)", "schema_says": "source_file, source_row",
+    rows.append({"role": "(load bookkeeping)", "schema_says": "source_file, source_row, sources",
                  "in_this_export": "removed: row numbers link back to the clinic's file",
-                 "fields": "source_file, source_row"})
+                 "fields": "source_file, source_row, sources"})
     return pd.DataFrame(rows)
 
 
@@ -476,7 +476,7 @@ def _check_keep(dataset: Any, keep: Sequence[str]) -> None:
         if name in known:
             raise LoadError(f"--keep applies to columns outside the schema; {name} is a schema "
                             f"field (role {known[name].role}) and is treated by its role")
-        if name in ("source_file", "source_row"):
+        if name in ("source_file", "source_row", "sources"):
             raise LoadError(f"--keep {name}: file names and row numbers link back to the "
                             "clinic's records and are never exported")
         if name not in unknown:

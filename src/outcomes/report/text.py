@@ -234,8 +234,15 @@ def _p_text(p: float) -> str:
 
 
 def flagged_table(flagged: pd.DataFrame, rows: int = 25) -> pd.DataFrame:
-    """The first flagged records (deviations and documentation gaps) with file and row."""
+    """The first flagged records (deviations and documentation gaps) with file and row;
+    a session combined from several exports names them all."""
     f = flagged.head(rows)
+    if "sources" in f:
+        where = {"Sources": f["sources"].astype(str).to_numpy()}
+    else:
+        where = {"Source file": [Path(str(x)).name if x is not None else ""
+                                 for x in f["source_file"]],
+                 "Row": f["source_row"].to_numpy()}
     return pd.DataFrame({
         "Date": pd.to_datetime(f["date"]).dt.strftime("%Y-%m-%d").to_numpy(),
         "Session": f["session_id"].to_numpy(),
@@ -244,8 +251,7 @@ def flagged_table(flagged: pd.DataFrame, rows: int = 25) -> pd.DataFrame:
         "Verdict": f["verdict"].astype(str).to_numpy(),
         "Reason": f["reason"].astype(str).to_numpy(),
         "Observed": f["observed"].round(1).to_numpy(),
-        "Source file": [Path(str(x)).name if x is not None else "" for x in f["source_file"]],
-        "Row": f["source_row"].to_numpy(),
+        **where,
     })
 
 
