@@ -71,3 +71,27 @@ def test_a_key_the_cube_cannot_code_is_left_to_pandas():
     cube = VerdictCube(v, ["criterion", "clinic"])
     assert not cube.covers(["criterion", "clinic"])
     assert cube.counts(["criterion"])["compliant"].tolist() == [1]
+
+
+def test_summaries_by_month_match_a_plain_recount_and_are_kept_once():
+    """The design effect per criterion and month (months grouped as numbers) equals
+    stats.design_effect recounted with pandas over Period months; a summary is
+    counted once and handed out as a copy."""
+    import outcomes
+    from outcomes.stats import design_effect
+
+    audit = outcomes.open().audit
+    got = audit.summary("month")
+    v = audit.verdicts.assign(patient=audit.patients)
+    v = v[v["verdict"].isin(["compliant", "deviation", "not documented"])]
+    for (crit, month), grp in v.groupby(["criterion", "month"], observed=True):
+        per = grp.groupby("patient")["verdict"].agg(
+            n="size", x=lambda s: int((s == "compliant").sum()))
+        row = got[(got["criterion"] == crit) & (got["month"] == month)]
+        want = design_effect(per["x"].to_numpy(), per["n"].to_numpy()) \
+            if len(per) >= 2 else np.nan
+        assert np.isclose(row["design_effect"].iloc[0], want, equal_nan=True), (crit, month)
+    again = audit.summary("month")
+    pd.testing.assert_frame_equal(got, again)
+    again.loc[0, "eligible"] = -1
+    assert audit.summary("month").loc[0, "eligible"] != -1

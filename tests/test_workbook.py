@@ -95,3 +95,21 @@ def test_long_text_wraps_in_a_row_tall_enough(tmp_path):
     assert ws["B2"].alignment.wrap_text
     assert ws.row_dimensions[2].height >= 15 * 4  # 220 characters in a 60-wide column
     assert ws.row_dimensions[3].height is None
+
+
+def test_a_long_flagged_list_keeps_the_most_recent_rows_and_says_so(tmp_path):
+    import outcomes
+    from outcomes.audit.write import flagged_sheet
+
+    flagged = outcomes.open().audit.flagged()
+    assert flagged_sheet(flagged).note is None  # the sample's list fits whole
+    sheet = flagged_sheet(flagged, most=100)
+    path = write_workbook(tmp_path / "f.xlsx", [("What", "test")], {"Flagged sessions": sheet},
+                          human_headers=True)
+    rows = list(openpyxl.load_workbook(path)["Flagged sessions"].iter_rows(values_only=True))
+    assert len(rows) == 1 + 100 + 1
+    assert rows[-1][0] == (f"The 100 most recent of {len(flagged):,} flagged records. "
+                           "All of them are in flagged_sessions.csv.")
+    dates = [r[rows[0].index("Date")] for r in rows[1:-1]]
+    assert dates == sorted(dates)
+    assert dates[-1] == pd.Timestamp(flagged["date"].max()).to_pydatetime()

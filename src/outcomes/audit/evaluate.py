@@ -64,11 +64,22 @@ class Audit:
         is_course = (self.verdicts["level"] == "course").to_numpy()
         return codes[np.where(is_course, len(self.sessions) + unit, unit)]
 
+    @cached_property
+    def _summaries(self) -> dict[Any, pd.DataFrame]:
+        """Summaries made so far, by their grouping (kept with a saved study)."""
+        return {}
+
     def summary(self, by: str | list[str] | None = None) -> pd.DataFrame:
         """Compliance per criterion (and per group): counts, percent, Wilson 95 % CI, the
-        design effect of patients as clusters and the clustered interval, status."""
-        return summarise(self.verdicts, self.protocol, by=by, cube=self._cube,
-                         patients=self.patients)
+        design effect of patients as clusters and the clustered interval, status.
+
+        Each grouping is counted once per Audit (its verdicts never change); callers get
+        a copy."""
+        key = by if by is None or isinstance(by, str) else tuple(by)
+        if key not in self._summaries:
+            self._summaries[key] = summarise(self.verdicts, self.protocol, by=by,
+                                             cube=self._cube, patients=self.patients)
+        return self._summaries[key].copy()
 
     def summary_of(self, verdicts: pd.DataFrame, by: str | list[str] | None = None
                    ) -> pd.DataFrame:

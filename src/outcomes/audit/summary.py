@@ -112,7 +112,7 @@ def clustered_deff(verdicts: pd.DataFrame, keys: list[str], patients: np.ndarray
     """
     codes = verdicts["verdict"].cat.codes.to_numpy()
     eligible = (codes >= 0) & (codes != VERDICTS.index("not applicable"))
-    frame = pd.DataFrame({**{k: verdicts[k].to_numpy()[eligible] for k in keys},
+    frame = pd.DataFrame({**{k: _groupable(verdicts[k])[eligible] for k in keys},
                           "_patient": patients[eligible],
                           "_x": codes[eligible] == VERDICTS.index("compliant")})
     per = frame.groupby([*keys, "_patient"], observed=True, sort=False, dropna=True)["_x"] \
@@ -127,8 +127,24 @@ def clustered_deff(verdicts: pd.DataFrame, keys: list[str], patients: np.ndarray
         var = k / (k - 1) * (g["xx"] - 2 * p * g["xn"] + p ** 2 * g["nn"]).to_numpy() / n ** 2
         deff = var / (p * (1 - p) / n)
     deff = np.where(k < 2, np.nan, np.where((p <= 0) | (p >= 1), 1.0, deff))
-    found = pd.Series(deff, index=_key_index(g.index, len(keys)))
+    index = g.index
+    periods = [i for i, k in enumerate(keys) if isinstance(verdicts[k].dtype, pd.PeriodDtype)]
+    if periods:  # months were grouped as ordinals: back to months to match `out`
+        levels = [index.get_level_values(i) for i in range(len(keys))]
+        for i in periods:
+            levels[i] = pd.PeriodIndex.from_ordinals(levels[i].to_numpy(dtype=np.int64),
+                                                     freq=verdicts[keys[i]].dtype.freq)
+        index = pd.MultiIndex.from_arrays(levels) if len(keys) > 1 else levels[0]
+    found = pd.Series(deff, index=_key_index(index, len(keys)))
     return found.reindex(_key_index(out[keys], len(keys))).to_numpy(dtype="float64")
+
+
+def _groupable(col: pd.Series) -> np.ndarray:
+    """A key column as an array to group by: months as their ordinals (numbers group
+    fast; a million Period objects do not), anything else as it is."""
+    if isinstance(col.dtype, pd.PeriodDtype):
+        return col.array.asi8
+    return col.to_numpy()
 
 
 def _key_index(keys: Any, width: int) -> pd.Index:

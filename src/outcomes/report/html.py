@@ -8,6 +8,7 @@ it. Outputs are written whole or not at all.
 
 from __future__ import annotations
 
+import gc
 import html
 import os
 import re
@@ -16,12 +17,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# jsonschema (which nbformat imports) builds an IRI grammar at import, for a format check
+# it never runs on notebooks: 2 s of every report. Declining that optional module (it
+# imports it as optional) skips the work; nothing else here uses it.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 import nbformat
 import pandas as pd
+import pyarrow as pa
 from nbconvert.filters import markdown2html_mistune
 
 from outcomes import __version__
@@ -33,6 +41,7 @@ from outcomes.protocol import Protocol, load_protocol
 from outcomes.report.feedback import write_clinician_pages
 from outcomes.report.notebooks import (
     REPORT_NOTEBOOKS,
+    Kernel,
     NotebookError,
     execute_notebook,
     notebook_dir,
@@ -165,6 +174,15 @@ def _meta_table(ds: Dataset, protocol: Protocol, data_dir: Path) -> str:
     return f'<table class="meta">{cells}</table>'
 
 
+def _write_full_lists(study: Any, out: Path) -> None:
+    """flagged_sessions.csv and rejected_rows.csv: the full lists the notebooks only show
+    the start of (notebooks write no files)."""
+    for name, table in (("flagged_sessions.csv", study.audit.flagged()),
+                        ("rejected_rows.csv", study.dataset.rejections())):
+        safe = neutralise(table)
+        write_atomic(out / name, lambda tmp, t=safe: t.to_csv(tmp, index=False))
+
+
 def build_report(data_dir: str | Path | None = None, protocol: str | Path = "flexsys-hair-regrowth",
                  out_dir: str | Path = "report", progress: bool | None = None,
                  period: str = "quarter") -> ReportResult:
@@ -186,10 +204,7 @@ def build_report(data_dir: str | Path | None = None, protocol: str | Path = "fle
     out.mkdir(parents=True, exist_ok=True)
     workbook = write_audit(study.audit, out, ds.files(), csv=False,
                            rejections=ds.rejections())["workbook"]
-    # the full lists the notebooks only show the start of (notebooks write no files)
-    flagged, rejections = neutralise(study.audit.flagged()), neutralise(ds.rejections())
-    write_atomic(out / "flagged_sessions.csv", lambda tmp: flagged.to_csv(tmp, index=False))
-    write_atomic(out / "rejected_rows.csv", lambda tmp: rejections.to_csv(tmp, index=False))
+    _write_full_lists(study, out)
     timings["load, audit and audit.xlsx"] = time.perf_counter() - t0
     bar.step("audit.xlsx")
     is_file = Path(str(protocol)).suffix == ".toml"
@@ -197,25 +212,31 @@ def build_report(data_dir: str | Path | None = None, protocol: str | Path = "fle
     used: set[str] = set()
     bodies: list[str] = []
     toc: list[tuple[int, str, str]] = []
+    pages = write_clinician_pages(study, out, pdf=False)  # printed with the report below
+    # what the page needs of the study once the notebooks have it
+    meta, data_end = _meta_table(ds, proto, data_dir), study.audit.info.get("data_end")
+    sessions = len(study.sessions)
     private = Path(tempfile.mkdtemp(prefix="outcomes-report-"))  # mode 0700: holds patient data
     try:
         saved = study.save(private / "study.pickle")
+        # the kernels load the saved study: this process lets go of its copy meanwhile
+        # (a large study is held once, not twice)
+        del study, ds
+        gc.collect()
+        pa.default_memory_pool().release_unused()
         params = {"DATA_DIR": str(data_dir), "PROTOCOL": protocol_arg, "OUT_DIR": str(out),
                   "SAVED": str(saved), "PERIOD": period}
-        for name in REPORT_NOTEBOOKS:
-            t = time.perf_counter()
-            nb = execute_notebook(folder / f"{name}.ipynb", params, cwd=out)
-            try:
-                body, heads = render_notebook(nb, used)
-            except NotebookError as exc:
-                raise NotebookError(f"notebook {name}.ipynb: {exc}") from None
-            first = " first" if not bodies else ""
-            bodies.append(f'<section class="notebook{first}">{body}</section>')
-            toc += heads
-            timings[name] = time.perf_counter() - t
-            bar.step(name)
+        executed = run_notebooks(folder, params, out, bar, timings, sessions=sessions)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+    for name in REPORT_NOTEBOOKS:  # rendered in the report's order (ids stay unique)
+        try:
+            body, heads = render_notebook(executed[name], used)
+        except NotebookError as exc:
+            raise NotebookError(f"notebook {name}.ipynb: {exc}") from None
+        first = " first" if not bodies else ""
+        bodies.append(f'<section class="notebook{first}">{body}</section>')
+        toc += heads
     title = f"Protocol audit and outcomes — {proto.title}"
     made = pd.Timestamp.now().strftime("%d %b %Y")
     nav = _contents(toc)
@@ -223,7 +244,7 @@ def build_report(data_dir: str | Path | None = None, protocol: str | Path = "fle
            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
            f"<header><p class=\"note\">Quality review meeting · {html.escape(made)} · "
-           f"data to {html.escape(str(study.audit.info.get('data_end') or '—'))}</p>"
+           f"data to {html.escape(str(data_end or '—'))}</p>"
            f"<h1 id=\"top\">{html.escape(title)}</h1></header>"
            f"{bodies[0]}{nav}{''.join(bodies[1:])}"
            f"<section class=\"about\"><h1 id=\"about\">About this report</h1>"
@@ -232,18 +253,72 @@ def build_report(data_dir: str | Path | None = None, protocol: str | Path = "fle
            f"this file holds the compliance tables and the flagged sessions; "
            f"<code>flagged_sessions.csv</code> and <code>rejected_rows.csv</code> hold "
            f"the full lists.</p>"
-           f"{_meta_table(ds, proto, data_dir)}</section>"
+           f"{meta}</section>"
            f"<footer class=\"note\"><p>outcomes {__version__} · protocol "
            f"{html.escape(proto.id)} v{html.escape(proto.version)}</p></footer></body></html>")
     path = write_atomic(out / "report.html", lambda p: p.write_text(doc, encoding="utf-8"))
     bar.step("report.html")
-    pdf = print_pdf(path, out / "report.pdf")
-    clinicians = write_clinician_pages(study, out, pdf=pdf is not None)
+    printed = print_pdfs([(path, out / "report.pdf")]
+                         + [(p, p.with_suffix(".pdf")) for p in pages])
+    pdf = printed[0]
+    clinicians = [q for pair in zip(pages, printed[1:], strict=True) for q in pair
+                  if q is not None]
     bar.step("report.pdf and clinicians/")
     bar.close()
     timings["total"] = time.perf_counter() - t0
     return ReportResult(html=path, workbook=workbook, pdf=pdf, clinicians=clinicians,
                         timings=timings)
+
+
+#: Notebooks run two at a time (one kernel per core) up to this many audited sessions;
+#: above it one at a time, so two kernels never each hold a very large study.
+CONCURRENT_UP_TO = 300_000
+
+
+def run_notebooks(folder: Path, params: dict[str, Any], out: Path, bar: Progress,
+                  timings: dict[str, float], sessions: int = 0) -> dict[str, Any]:
+    """Execute the report's notebooks (they are independent): two kernels on two cores,
+    each taking the next notebook, the longest first; a kernel runs its notebooks in turn
+    (imports paid once). Each notebook is timed from its own start."""
+    import queue
+
+    todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for name in sorted(REPORT_NOTEBOOKS, key=lambda n: n != "02_protocol_compliance"):
+        todo.put(name)
+    executed: dict[str, Any] = {}
+
+    def worker() -> None:
+        with Kernel() as kernel:
+            while True:
+                try:
+                    name = todo.get_nowait()
+                except queue.Empty:
+                    return
+                t = time.perf_counter()
+                executed[name] = execute_notebook(folder / f"{name}.ipynb", params, cwd=out,
+                                                  kernel=kernel)
+                timings[name] = time.perf_counter() - t
+                bar.step(name)
+
+    workers = 2 if (os.cpu_count() or 1) >= 2 and sessions <= CONCURRENT_UP_TO else 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for job in [pool.submit(worker) for _ in range(workers)]:
+            job.result()
+    return executed
+
+
+def print_pdfs(jobs: list[tuple[Path, Path]]) -> list[Path | None]:
+    """Print pages to PDFs, two Chromiums at a time (a launch is most of a small page's
+    cost). The first job is the report: without a Chromium it says so once, and the
+    others are not tried."""
+    if not jobs:
+        return []
+    if chromium() is None:
+        return [print_pdf(*jobs[0])] + [None] * (len(jobs) - 1)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(print_pdf, *jobs[0])
+        rest = [pool.submit(print_pdf, page, pdf, quiet=True) for page, pdf in jobs[1:]]
+        return [first.result()] + [f.result() for f in rest]
 
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

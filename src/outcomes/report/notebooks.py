@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from outcomes.errors import OutcomesError
 
@@ -48,8 +48,10 @@ def inject_parameters(nb: nbformat.NotebookNode, params: dict[str, Any]) -> None
 
 
 def execute_notebook(path: str | Path, params: dict[str, Any], cwd: str | Path | None = None,
-                     timeout: int = 600) -> nbformat.NotebookNode:
-    """Execute one notebook with `params` and return it with its outputs.
+                     timeout: int = 600, kernel: Kernel | None = None
+                     ) -> nbformat.NotebookNode:
+    """Execute one notebook with `params` and return it with its outputs: in a kernel of
+    its own, or in `kernel` after the notebooks before it (a fresh namespace each).
 
     Raises NotebookError naming the notebook, the cell number and the error's last line.
     """
@@ -61,9 +63,12 @@ def execute_notebook(path: str | Path, params: dict[str, Any], cwd: str | Path |
     nb = nbformat.read(path, as_version=4)
     inject_parameters(nb, params)
     # the kernel's start-up warnings are not for the reader of a report
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+    client = NotebookClient(nb, km=kernel.manager(nb) if kernel else None, timeout=timeout,
+                            kernel_name="python3", extra_arguments=KERNEL_ARGUMENTS,
                             resources={"metadata": {"path": str(cwd or path.parent)}})
+    if kernel is not None and kernel.used:  # the notebook before leaves nothing behind
+        client.on_notebook_start = lambda **_: client.kc.execute(
+            "%reset -f", silent=True, store_history=False)
     try:
         client.execute()
     except CellExecutionError as exc:
@@ -75,4 +80,39 @@ def execute_notebook(path: str | Path, params: dict[str, Any], cwd: str | Path |
         ename = next((ln for ln in reversed(last) if ln.strip()), "error")
         where = f"cell {index + 1}" if index is not None else "a cell"
         raise NotebookError(f"notebook {path.name} failed in {where}: {ename.strip()}") from None
+    finally:
+        if kernel is not None:
+            kernel.used = True
+            if client.kc is not None:
+                client.kc.stop_channels()
     return nb
+
+
+#: The kernel's start-up warnings are not for the reader of a report.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
+class Kernel:
+    """One Jupyter kernel that runs several notebooks in turn, each in a fresh namespace
+    (`%reset -f` before it): the kernel's start, its imports and its shutdown are paid
+    once. Use in one thread, as a context manager."""
+
+    def __init__(self) -> None:
+        self._manager: Any = None
+        self.used = False
+
+    def manager(self, nb: nbformat.NotebookNode) -> Any:
+        if self._manager is None:
+            from nbclient import NotebookClient
+
+            self._manager = NotebookClient(nb, kernel_name="python3").create_kernel_manager()
+        return self._manager
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._manager is not None and self._manager.has_kernel:
+            from jupyter_core.utils import run_sync
+
+            run_sync(self._manager.shutdown_kernel)(now=False)

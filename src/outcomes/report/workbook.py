@@ -86,6 +86,8 @@ class Sheet:
     data: pd.DataFrame
     percent_columns: tuple[str, ...] | None = None
     percent_rows: Sequence[bool] | None = None
+    #: a line under the table (what it holds when it is not the whole list)
+    note: str | None = None
 
 
 def _cell(value: Any) -> Any:
@@ -208,6 +210,8 @@ def _write_sheet(wb: Workbook, name: str, sheet: Sheet, percent_columns: tuple[s
     bar.step(name, len(df) % 50_000)
     if cut:
         ws.append([f"cut at Excel's row limit: the full table is in the CSV file ({name})"])
+    if sheet.note:
+        ws.append([_styled(ws, safe_text(sheet.note), font=BOLD)])
 
 
 def _cell_maker(ws: Any, col: pd.Series, percent: bool, status: bool,
