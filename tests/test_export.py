@@ -225,6 +225,23 @@ def test_generalise_text_keeps_codes_and_shared_categories():
 # the folder
 
 
+def test_a_table_too_long_for_a_workbook_is_in_csv_and_parquet_only(dataset, protocol,
+                                                                     tmp_path, monkeypatch):
+    """A large export keeps its workbook small: long tables are left to CSV and Parquet,
+    and README says where they are (threshold lowered here to the sample's size)."""
+    monkeypatch.setattr(export.write, "WORKBOOK_ROWS", 400)
+    out = tmp_path / "e"
+    export.research_export(dataset, protocol, KEY_A, out)
+    wb = openpyxl.load_workbook(out / export.WORKBOOK, read_only=True)
+    sessions = pd.read_csv(out / "sessions.csv")
+    assert len(sessions) > 400 and "sessions" not in wb.sheetnames
+    assert "compliance" in wb.sheetnames  # short tables stay
+    readme = {r[0]: r[1] for r in wb["README"].iter_rows(values_only=True)}
+    assert readme["Sheet sessions"].endswith(
+        "this table is in sessions.csv and sessions.parquet only.")
+    assert len(pd.read_parquet(out / "sessions.parquet")) == len(sessions)
+
+
 def test_export_folder_holds_workbook_tables_and_manifest(exported, dataset):
     folder, manifest = exported
     assert {p.name for p in folder.iterdir()} == set(export.OUTPUT_FILES)

@@ -96,6 +96,7 @@ from outcomes.export.write import (
     _write_csv,
     _write_parquet,
     describe_outputs,
+    in_workbook,
 )
 from outcomes.files import clean_stale_temp, output_folder, private_dir, publish_dir, sha256
 from outcomes.load import LoadError
@@ -312,7 +313,7 @@ def research_export(dataset: Any, protocol: Any, key: bytes, out_dir: str | Path
             _write_csv(df, tmp / f"{name}.csv")
             _write_parquet(df, tmp / f"{name}.parquet")
         sheets = {"data_dictionary": safe["data_dictionary"],
-                  **{n: safe[n] for n in DATA_TABLES}}
+                  **{n: safe[n] for n in DATA_TABLES if in_workbook(safe[n])}}
         write_workbook(tmp / WORKBOOK, _readme(tables, manifest), sheets)
         _normalise_xlsx(tmp / WORKBOOK)
         manifest["files"] = {p.name: sha256(p) for p in sorted(tmp.iterdir())}

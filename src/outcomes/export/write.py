@@ -74,6 +74,17 @@ def _normalise_xlsx(path: Path) -> None:
     os.replace(tmp, path)
 
 
+#: A table longer than this goes to CSV and Parquet only, not into the workbook: writing
+#: a workbook costs about 0.4 ms a row (a million rows: minutes, and Excel stops at
+#: 1,048,576), and a researcher analyses the CSV or Parquet.
+WORKBOOK_ROWS = 50_000
+
+
+def in_workbook(table: pd.DataFrame) -> bool:
+    """Whether a data table is a sheet of the workbook (else CSV and Parquet only)."""
+    return len(table) <= WORKBOOK_ROWS
+
+
 def _readme(tables: Mapping[str, pd.DataFrame],
             manifest: Mapping[str, Any]) -> list[tuple[str, Any]]:
     t = manifest["suppression"]["threshold"]
@@ -92,7 +103,10 @@ def _readme(tables: Mapping[str, pd.DataFrame],
                      f"{i['rows_loaded']} loaded, {i['rows_rejected']} rejected; SHA-256 "
                      f"{i['sha256']}")))
     for name in DATA_TABLES:
-        rows.append((f"Sheet {name}", f"{len(tables[name])} rows. {TABLE_TEXT[name]}"))
+        where = "" if in_workbook(tables[name]) else (
+            f" Too long for a workbook a person opens (more than {WORKBOOK_ROWS:,} rows): "
+            f"this table is in {name}.csv and {name}.parquet only.")
+        rows.append((f"Sheet {name}", f"{len(tables[name])} rows. {TABLE_TEXT[name]}{where}"))
     rows += [
         ("Patients", ("Each patient is a pseudonym: the first 16 hex characters of "
          "HMAC-SHA256 of the patient id under a secret key the clinic keeps. The same key "
@@ -158,7 +172,8 @@ TABLE_TEXT = {
 def describe_outputs() -> pd.DataFrame:
     """The files of an export folder and what each holds."""
     rows = [(WORKBOOK, ("the workbook: README, data_dictionary, sessions, courses, outcomes, "
-             "compliance sheets")),
+             f"compliance sheets (a table of more than {WORKBOOK_ROWS:,} rows is in its CSV "
+             "and Parquet files only, and README says so)")),
             (MANIFEST, ("how the export was made: software and protocol versions, input "
              "SHA-256 and row counts, what was removed, generalised or suppressed, the "
              "suppression threshold, the leak check and the export time"))]
