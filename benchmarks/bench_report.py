@@ -5,9 +5,9 @@
 For each size, a synthetic data folder is generated (`outcomes sample`, about 3.8
 sessions per patient), then each job runs as its own process (`python -m outcomes ...`,
 a fresh interpreter each time, as a user runs it), `--repeat` times; the median wall
-time is kept, and the peak memory: the largest sum of the resident memory of the job
-and all its descendants (the report's Jupyter kernels, Chromium), sampled every 0.2 s
-from /proc. The baseline measured
+time is kept, and the peak memory: the largest sum of the proportional set sizes (PSS:
+shared pages split among the processes sharing them) of the job and all its
+descendants (the report's Jupyter kernels, Chromium), sampled every 0.2 s from /proc. The baseline measured
 in the same run is pyarrow's raw read of the same sessions CSV (process to process), so
 the figures are ratios to something this machine did at the same moment.
 """
@@ -29,8 +29,22 @@ import pyarrow.csv as pa_csv
 BASELINE = ("import sys, pyarrow.csv as c; c.read_csv(sys.argv[1]).to_pandas()")
 
 
+def _pss(pid: int, rss: int) -> int:
+    """A process's proportional share of memory (shared pages split among their users,
+    so a tree's sum does not count Chromium's shared pages once per process)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss
+
+
 def tree_rss(root: int) -> int:
-    """Resident bytes of a process and all its descendants (from /proc)."""
+    """Memory of a process and all its descendants: the sum of their proportional set
+    sizes (from /proc)."""
     parent: dict[int, int] = {}
     rss: dict[int, int] = {}
     page = os.sysconf("SC_PAGE_SIZE")
@@ -47,7 +61,7 @@ def tree_rss(root: int) -> int:
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
+        total += _pss(pid, rss.get(pid, 0))
         todo += [c for c, p in parent.items() if p == pid]
     return total
 
@@ -74,7 +88,7 @@ def run(cmd: list[str], cwd: Path) -> tuple[float, float]:
         if child.returncode != 0:
             err.seek(0)
             raise SystemExit(f"{' '.join(cmd[:4])} failed: {err.read().decode()[-500:]}")
-    return took, max(peak[0], usage.ru_maxrss * 1024) / 2**20
+    return took, max(peak[0], usage.ru_maxrss * 1024) / 2**20  # never below the job's own
 
 
 def median_of(cmd: list[str], cwd: Path, repeat: int) -> tuple[float, float]:
