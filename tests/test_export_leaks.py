@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from outcomes import export
@@ -235,3 +235,43 @@ def test_glued_identifiers_never_reach_an_output(plants, sample_dir, protocol, t
     export.research_export(ds, protocol, KEY, out)
     for ident in glued:
         assert found(out, ident) == [], ident
+
+
+def _plain_leak_check(folder: Path, ids, made) -> list[tuple[str, str]]:
+    """Reference: every file, every unit, searched on its own (no text searched once)."""
+    lc = export.leakcheck
+    m = lc.Matcher.build(ids)
+    hits = set()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        data_table = path.stem in lc.DATA_TABLES and path.suffix in (".csv", ".parquet")
+        hits |= {(rel, c) for c in m.find(rel, whole_words=False)}
+        for unit in lc._units(path):
+            text = lc._masked(unit, made) if len(unit) >= lc.MIN_WORD else None
+            if text is not None:
+                hits |= {(rel, c) for c in m.find(text, whole_words=data_table)}
+    return sorted(hits)
+
+
+_PIECES = st.sampled_from(["Laura", "Schmidt", "P000259", "ref", "2025-05-15", "15.05.2025",
+                           "0123456789abcdef", "fedcba9876543210", ":12:1", " ", "_", "x",
+                           "Tel", "+49 160 6666241", "krause", "1.5", "laser", "Weber"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(cells=["Weber", "x Weber:12:1", "0123456789abcdef:12:1", "fedcba9876543210:12:1"])
+@given(cells=st.lists(st.lists(_PIECES, min_size=1, max_size=4).map("".join), min_size=1,
+                      max_size=30))
+def test_leak_check_searching_each_text_once_finds_what_a_plain_search_finds(cells):
+    ids = {"patient_name": {"Laura Schmidt", "Krause", "Weber"}, "phone": {"+49 160 6666241"},
+           "patient_id": {"P000259"},
+           "session_date": export.leakcheck.date_spellings("2025-05-15")}
+    made = {"0123456789abcdef"}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        frame = pd.DataFrame({"session_id": cells, "note": cells[::-1]})
+        frame.to_csv(folder / "sessions.csv", index=False)
+        frame.to_parquet(folder / "sessions.parquet", index=False)
+        frame.to_csv(folder / "notes.csv", index=False)  # the same cells outside a data table
+        assert export.leak_check(folder, ids, generated=made) == \
+            _plain_leak_check(folder, ids, made)

@@ -112,7 +112,11 @@ def clustered_deff(verdicts: pd.DataFrame, keys: list[str], patients: np.ndarray
     """
     codes = verdicts["verdict"].cat.codes.to_numpy()
     eligible = (codes >= 0) & (codes != VERDICTS.index("not applicable"))
-    frame = pd.DataFrame({**{k: _groupable(verdicts[k])[eligible] for k in keys},
+    grouped = {k: _groupable(verdicts[k]) for k in keys}
+    for k in keys:
+        if isinstance(verdicts[k].dtype, pd.CategoricalDtype):
+            eligible &= grouped[k] >= 0  # a missing key: dropped, as groupby drops it
+    frame = pd.DataFrame({**{k: grouped[k][eligible] for k in keys},
                           "_patient": patients[eligible],
                           "_x": codes[eligible] == VERDICTS.index("compliant")})
     per = frame.groupby([*keys, "_patient"], observed=True, sort=False, dropna=True)["_x"] \
@@ -128,22 +132,26 @@ def clustered_deff(verdicts: pd.DataFrame, keys: list[str], patients: np.ndarray
         deff = var / (p * (1 - p) / n)
     deff = np.where(k < 2, np.nan, np.where((p <= 0) | (p >= 1), 1.0, deff))
     index = g.index
-    periods = [i for i, k in enumerate(keys) if isinstance(verdicts[k].dtype, pd.PeriodDtype)]
-    if periods:  # months were grouped as ordinals: back to months to match `out`
+    coded = [i for i, k in enumerate(keys)
+             if isinstance(verdicts[k].dtype, pd.PeriodDtype | pd.CategoricalDtype)]
+    if coded:  # grouped as numbers: back to months and categories to match `out`
         levels = [index.get_level_values(i) for i in range(len(keys))]
-        for i in periods:
-            levels[i] = pd.PeriodIndex.from_ordinals(levels[i].to_numpy(dtype=np.int64),
-                                                     freq=verdicts[keys[i]].dtype.freq)
+        for i in coded:
+            dtype, numbers = verdicts[keys[i]].dtype, levels[i].to_numpy(dtype=np.int64)
+            levels[i] = (pd.PeriodIndex.from_ordinals(numbers, freq=dtype.freq)
+                         if isinstance(dtype, pd.PeriodDtype) else dtype.categories.take(numbers))
         index = pd.MultiIndex.from_arrays(levels) if len(keys) > 1 else levels[0]
     found = pd.Series(deff, index=_key_index(index, len(keys)))
     return found.reindex(_key_index(out[keys], len(keys))).to_numpy(dtype="float64")
 
 
 def _groupable(col: pd.Series) -> np.ndarray:
-    """A key column as an array to group by: months as their ordinals (numbers group
-    fast; a million Period objects do not), anything else as it is."""
+    """A key column as an array to group by: months as their ordinals and categories as
+    their codes (-1 where missing): numbers group fast, a million objects do not."""
     if isinstance(col.dtype, pd.PeriodDtype):
         return col.array.asi8
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy()
     return col.to_numpy()
 
 

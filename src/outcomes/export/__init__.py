@@ -105,10 +105,13 @@ from outcomes.safe import FORMULA_START, neutralise
 
 
 def build_tables(dataset: Any, protocol: Any, key: bytes, keep: Sequence[str] = (),
-                 threshold: int = DEFAULT_THRESHOLD) -> tuple[dict[str, pd.DataFrame],
-                                                              dict[str, Any]]:
+                 threshold: int = DEFAULT_THRESHOLD, matcher: Matcher | None = None
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The de-identified tables (sessions, courses, outcomes, compliance, data_dictionary)
-    and a record of what was done, without writing anything."""
+    and a record of what was done, without writing anything.
+
+    `matcher`: the input's identifying values (default: built here); the export passes the
+    one its leak check uses, so they are gathered once."""
     from outcomes.audit import run_audit
 
     _check_keep(dataset, keep)
@@ -126,7 +129,8 @@ def build_tables(dataset: Any, protocol: Any, key: bytes, keep: Sequence[str] = 
             plan.recoded.append({"table": "sessions", "field": name,
                                  "values_replaced": to_other[name],
                                  "rule": _treat("vocabulary", threshold)})
-    matcher = Matcher.build(identifiers(dataset), name_parts(dataset), own_texts(protocol))
+    if matcher is None:
+        matcher = Matcher.build(identifiers(dataset), name_parts(dataset), own_texts(protocol))
     sessions = scrub_identifying_text(sessions, "sessions", matcher.find, key, plan)
     outcomes = dataset.outcomes_data
     if outcomes is not None:
@@ -209,11 +213,11 @@ def research_export(dataset: Any, protocol: Any, key: bytes, out_dir: str | Path
     keep = list(dict.fromkeys(keep))
     out = output_folder(out_dir, "the output folder", replace=True)  # a link to a folder: followed
     _check_target(out)
-    tables, record = build_tables(dataset, protocol, key, keep, threshold)
-    plan: _Plan = record["plan"]
-    files = dataset.files()
     ids = identifiers(dataset, key)
     matcher = Matcher.build(ids, name_parts(dataset), own_texts(protocol))
+    tables, record = build_tables(dataset, protocol, key, keep, threshold, matcher)
+    plan: _Plan = record["plan"]
+    files = dataset.files()
     comp = tables["compliance"].attrs.get("suppression", {})
     manifest: dict[str, Any] = {
         "export": EXPORT_KIND,

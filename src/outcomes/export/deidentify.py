@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from outcomes import schema
@@ -102,11 +103,11 @@ def pseudonymise(df: pd.DataFrame, column: str, key: bytes, kind: str = "patient
 
     Missing stays missing; `(not recorded)` stays as it is (it names nobody).
     """
-    values = df[column].astype("string")
-    mapping = {v: (v if v == NOT_RECORDED else pseudonym(v, key, kind))
-               for v in values.dropna().unique()}
+    codes, uniques = pd.factorize(df[column].astype("string"))  # missing: code -1
+    made = [v if v == NOT_RECORDED else pseudonym(v, key, kind) for v in uniques]
     out = df.copy()
-    out[column] = values.map(mapping).astype("string")
+    out[column] = pd.Series(np.array([*made, None], dtype=object)[codes], index=df.index,
+                            dtype="string")
     return out.rename(columns={column: new_name}) if new_name else out
 
 

@@ -387,6 +387,10 @@ def leak_check(out_dir: str | Path, identifiers: Mapping[str, Iterable[str]],
     m = matcher or Matcher.build(identifiers, name_parts)
     made = {fold(v) for v in generated} if generated is not None else generated_values(out_dir)
     hits: set[tuple[str, str]] = set()
+    # a text is searched once: the CSV and Parquet copies of a table hold the same cells, and
+    # session ids differ only in their pseudonym, which masking removes
+    by_unit: dict[tuple[str, bool], frozenset[str]] = {}
+    by_text: dict[tuple[str, bool], frozenset[str]] = {}
     for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(out_dir).as_posix()
         data_table = path.stem in DATA_TABLES and path.suffix in (".csv", ".parquet")
@@ -395,11 +399,15 @@ def leak_check(out_dir: str | Path, identifiers: Mapping[str, Iterable[str]],
         for unit in _units(path):
             if len(unit) < MIN_WORD:  # cell references, style numbers: nothing fits in them
                 continue
-            text = _masked(unit, made)
-            if text is None:
-                continue
-            for column in m.find(text, whole_words=data_table):
-                hits.add((rel, column))
+            found = by_unit.get((unit, data_table))
+            if found is None:
+                text = _masked(unit, made)
+                found = frozenset() if text is None else by_text.get((text, data_table))
+                if found is None:
+                    found = frozenset(m.find(text, whole_words=data_table))
+                    by_text[(text, data_table)] = found
+                by_unit[(unit, data_table)] = found
+            hits.update((rel, column) for column in found)
     return sorted(hits)
 
 
