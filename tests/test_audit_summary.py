@@ -100,28 +100,42 @@ def test_summaries_by_month_match_a_plain_recount_and_are_kept_once():
 @settings(max_examples=60, deadline=None)
 @given(rows=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]),
                                st.sampled_from(["Dr X", "Dr Y", None]),
-                               st.integers(0, 5), st.sampled_from(VERDICTS)),
-                     min_size=1, max_size=60))
-def test_design_effect_by_categorical_keys_matches_a_plain_recount(rows):
-    """Categorical keys are grouped by their codes (a missing one dropped, an unused category
-    ignored); each group's design effect equals stats.design_effect recounted plainly."""
-    from outcomes.audit.summary import clustered_deff
+                               st.sampled_from(["North", "South", None]),
+                               st.sampled_from(["2025-01", "2025-02", None]),
+                               st.integers(-1, 5), st.sampled_from(VERDICTS)),
+                     min_size=1, max_size=60),
+       keys=st.sampled_from([["criterion"], ["criterion", "operator"],
+                             ["criterion", "clinic"], ["criterion", "month"],
+                             ["criterion", "operator", "clinic", "month"]]),
+       numbered=st.sampled_from([2 ** 62, 1]))
+def test_design_effect_by_any_keys_matches_a_plain_recount(rows, keys, numbered):
+    """Keys of every kind (categories, with an unused one; text; months), a missing key
+    dropped and a missing patient (-1) one cluster: each group's design effect equals
+    stats.design_effect recounted plainly (also when groups are numbered first)."""
+    from outcomes.audit import summary
     from outcomes.stats import design_effect
 
-    crit, op, patient, verdict = zip(*rows, strict=True)
+    crit, op, clinic, month, patient, verdict = zip(*rows, strict=True)
     v = pd.DataFrame({"criterion": pd.Categorical(crit, categories=["c", "a", "b", "unused"]),
                       "operator": pd.Categorical(op, categories=["Dr Y", "Dr X"]),
+                      "clinic": pd.Series(clinic, dtype="string"),
+                      "month": pd.PeriodIndex(list(month), freq="M"),
                       "verdict": pd.Categorical(verdict, categories=VERDICTS)})
     patients = np.array(patient)
-    keys = ["criterion", "operator"]
     out = v[keys].drop_duplicates().dropna().reset_index(drop=True)
-    got = clustered_deff(v, keys, patients, out)
-    for i, (c, o) in enumerate(out.itertuples(index=False)):
-        mask = (v["criterion"] == c) & (v["operator"] == o) & \
-            v["verdict"].isin(["compliant", "deviation", "not documented"])
+    limit, summary.NUMBERS_UP_TO = summary.NUMBERS_UP_TO, numbered
+    try:
+        got = summary.clustered_deff(v, keys, patients, out)
+    finally:
+        summary.NUMBERS_UP_TO = limit
+    counted = v["verdict"].isin(["compliant", "deviation", "not documented"])
+    for i, row in enumerate(out.itertuples(index=False)):
+        mask = counted.copy()
+        for key, value in zip(keys, row, strict=True):
+            mask &= (v[key] == value).fillna(False)
         per = pd.DataFrame({"p": patients[mask.to_numpy()],
                             "x": (v["verdict"][mask] == "compliant").to_numpy()})
         per = per.groupby("p")["x"].agg(n="size", x="sum")
         want = design_effect(per["x"].to_numpy(), per["n"].to_numpy()) \
             if len(per) >= 2 else np.nan
-        assert np.isclose(got[i], want, equal_nan=True), (c, o)
+        assert np.isclose(got[i], want, equal_nan=True), row
