@@ -303,6 +303,31 @@ def test_course_records_name_the_latest_session_in_any_row_order():
     pd.testing.assert_frame_equal(verdict_records(copied), records)
 
 
+@pytest.mark.parametrize("rows", [1, 7, 1000, 1_000_000])
+def test_verdicts_written_in_slices_are_the_whole_table_written_at_once(tmp_path, rows):
+    """verdicts.csv is written a slice at a time; the bytes are those of the whole table
+    neutralised and written in one go (a formula-like session id included)."""
+    from outcomes.audit import verdict_records
+    from outcomes.audit.records import verdict_record_slices
+    from outcomes.audit.write import _csv_in_slices
+    from outcomes.safe import neutralise
+
+    s = load(SAMPLE / "sessions.csv", progress=False).data.head(60)
+    s["session_id"] = s["session_id"].astype("string")
+    s.loc[3, "session_id"] = "=HYPERLINK(1)"
+    audit = run_audit(s, PROTOCOL)
+    whole = tmp_path / "whole.csv"
+    neutralise(verdict_records(audit)).to_csv(whole, index=False)
+    sliced = tmp_path / "sliced.csv"
+    _csv_in_slices(verdict_record_slices(audit, rows), sliced)
+    assert sliced.read_bytes() == whole.read_bytes()
+    assert "'=HYPERLINK(1)" in sliced.read_text(encoding="utf-8")
+    empty = run_audit(s.iloc[:0], PROTOCOL)  # no verdicts: the header alone
+    _csv_in_slices(verdict_record_slices(empty, rows), sliced)
+    neutralise(verdict_records(empty)).to_csv(whole, index=False)
+    assert sliced.read_bytes() == whole.read_bytes()
+
+
 def test_design_effect_in_json_is_a_recount_of_verdicts_csv(tmp_path):
     """Patients as clusters, recounted from the written verdicts with stats.design_effect."""
     import json

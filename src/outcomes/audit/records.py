@@ -7,6 +7,7 @@ arrow), never as millions of Python strings.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,14 +42,36 @@ def verdict_records(audit: Audit, verdicts: pd.DataFrame | None = None) -> pd.Da
     return _records(audit, audit.verdicts if verdicts is None else verdicts, None)
 
 
+#: Records per slice when every verdict is written: a million-session audit has some
+#: fifteen million verdicts, and a slice at a time holds a fifteenth of their text.
+RECORDS_PER_SLICE = 1_000_000
+
+
+def verdict_record_slices(audit: Audit, rows: int = RECORDS_PER_SLICE
+                          ) -> Iterator[pd.DataFrame]:
+    """verdict_records(audit) in consecutive slices of at most `rows` records (at least
+    one slice, so a CSV gets its header): the same records in the same order."""
+    v = audit.verdicts
+    row, date, at = _order(audit, v, None)
+    for i in range(0, max(len(at), 1), rows):
+        part = slice(i, i + rows)
+        yield _frame(audit, v, row[part], date[part], at[part])
+
+
 def _records(audit: Audit, v: pd.DataFrame, pick: np.ndarray | None) -> pd.DataFrame:
     """The records of verdict rows `pick` (all when None), sorted by date and session_id.
 
     Built from positions: the order is worked out first, then each column is gathered
     once (text columns by arrow), never as millions of Python strings.
     """
+    return _frame(audit, v, *_order(audit, v, pick))
+
+
+def _order(audit: Audit, v: pd.DataFrame, pick: np.ndarray | None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The session row, date and verdict position of each record, sorted by date and
+    session_id."""
     s, c = audit.sessions, audit.courses
-    titles = {cr.id: cr.title for cr in audit.protocol.criteria}
 
     def sel(values: np.ndarray) -> np.ndarray:
         return values if pick is None else values[pick]
@@ -66,7 +89,14 @@ def _records(audit: Audit, v: pd.DataFrame, pick: np.ndarray | None) -> pd.DataF
         date[is_course] = c["last_date"].to_numpy()[u[is_course]]
     order = _date_then_rank(date, sort_rank(s["session_id"])[row])
     row, date = row[order], date[order]
-    at = order if pick is None else pick[order]
+    return row, date, (order if pick is None else pick[order])
+
+
+def _frame(audit: Audit, v: pd.DataFrame, row: np.ndarray, date: np.ndarray,
+           at: np.ndarray) -> pd.DataFrame:
+    """The records of verdict positions `at` (their session rows and dates given)."""
+    s = audit.sessions
+    titles = {cr.id: cr.title for cr in audit.protocol.criteria}
     crit = v["criterion"]
     jobs: dict[str, Any] = {k: (s[k], row, None) for k in ("session_id", "course_id",
                                                            "patient_id", "source_file")

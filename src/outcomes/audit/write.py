@@ -6,12 +6,13 @@ Every table is neutralised (`outcomes.safe`) before it is written: a clinic's te
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from outcomes.audit.records import verdict_records
+from outcomes.audit.records import verdict_record_slices
 from outcomes.protocol import describe
 
 if TYPE_CHECKING:
@@ -51,6 +52,16 @@ def about_rows(audit: Audit, files: pd.DataFrame | None = None) -> list[tuple[st
                                                f"{f.rows_loaded} loaded, {f.rows_rejected} "
                                                f"rejected; SHA-256 {f.sha256}")))
     return rows
+
+
+def _csv_in_slices(slices: Iterable[pd.DataFrame], path: Path) -> None:
+    """One CSV from consecutive slices of a table, the header once: the file
+    `neutralise(whole).to_csv(path, index=False)` would write."""
+    from outcomes.safe import neutralise
+
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        for i, part in enumerate(slices):
+            neutralise(part).to_csv(fh, index=False, header=i == 0)
 
 
 #: The flagged records a workbook holds: the most recent ones. Excel is for reading and
@@ -93,7 +104,8 @@ def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = 
     paths: dict[str, Path] = {}
     if csv:
         paths["compliance"] = write_atomic(out / "compliance.csv", csv_of(summary))
-        paths["verdicts"] = write_atomic(out / "verdicts.csv", csv_of(verdict_records(audit)))
+        paths["verdicts"] = write_atomic(out / "verdicts.csv", lambda tmp: _csv_in_slices(
+            verdict_record_slices(audit), tmp))
         paths["flagged_sessions"] = write_atomic(out / "flagged_sessions.csv", csv_of(flagged))
         if rejections is not None:
             paths["rejected_rows"] = write_atomic(out / "rejected_rows.csv", csv_of(rejections))
