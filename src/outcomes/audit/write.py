@@ -92,10 +92,10 @@ def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = 
     """
     from outcomes.files import write_atomic
     from outcomes.report.workbook import Sheet, write_workbook
-    from outcomes.safe import neutralise
 
-    def csv_of(df: pd.DataFrame) -> Any:
-        return lambda tmp: neutralise(df).to_csv(tmp, index=False)
+    def csv_of(table: pd.DataFrame | Iterable[pd.DataFrame]) -> Any:
+        parts = [table] if isinstance(table, pd.DataFrame) else table
+        return lambda tmp: _csv_in_slices(parts, tmp)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,8 +104,8 @@ def write_audit(audit: Audit, out_dir: str | Path, files: pd.DataFrame | None = 
     paths: dict[str, Path] = {}
     if csv:
         paths["compliance"] = write_atomic(out / "compliance.csv", csv_of(summary))
-        paths["verdicts"] = write_atomic(out / "verdicts.csv", lambda tmp: _csv_in_slices(
-            verdict_record_slices(audit), tmp))
+        paths["verdicts"] = write_atomic(out / "verdicts.csv",
+                                         csv_of(verdict_record_slices(audit)))
         paths["flagged_sessions"] = write_atomic(out / "flagged_sessions.csv", csv_of(flagged))
         if rejections is not None:
             paths["rejected_rows"] = write_atomic(out / "rejected_rows.csv", csv_of(rejections))
